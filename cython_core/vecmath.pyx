@@ -1,0 +1,248 @@
+# cython: language_level=3
+"""Compiled twin of ``ipfs_accelerate_api.core._pure.vecmath`` (read that module for the spec).
+
+* ``l2_normalize``: one pass per row while the row is in L1 cache (sum of squares with eight
+  independent accumulators, then scale), no temporaries.
+* ``top_k``: BLAS scores one block of queries × corpus at a time into a reused buffer; a C
+  loop keeps a k-sized heap per query. Most candidates are rejected 16 at a time by a
+  branch-free count of scores above the current k-th best, so selection costs a fraction of
+  the matrix product.
+"""
+
+import numpy as np
+from ipfs_accelerate_api.core._pure.vecmath import (
+    as_float_array, as_rows, check_out, check_pair, check_k, QUERY_BLOCK, CORPUS_BLOCK,
+)
+
+from libc.math cimport sqrt, INFINITY
+from libc.stdint cimport int64_t
+cimport cython
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef inline real _sumsq(const real* row, Py_ssize_t d) noexcept nogil:
+    cdef real a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
+    cdef Py_ssize_t j = 0
+    while j + 8 <= d:
+        a0 += row[j] * row[j]
+        a1 += row[j + 1] * row[j + 1]
+        a2 += row[j + 2] * row[j + 2]
+        a3 += row[j + 3] * row[j + 3]
+        a4 += row[j + 4] * row[j + 4]
+        a5 += row[j + 5] * row[j + 5]
+        a6 += row[j + 6] * row[j + 6]
+        a7 += row[j + 7] * row[j + 7]
+        j += 8
+    while j < d:
+        a0 += row[j] * row[j]
+        j += 1
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+cdef void _normalize_rows(const real* x, real* out, Py_ssize_t n, Py_ssize_t d,
+                          Py_ssize_t xs, Py_ssize_t os) noexcept nogil:
+    """Rows of ``x`` (row stride ``xs`` elements) scaled into ``out`` (stride ``os``)."""
+    cdef Py_ssize_t i, j
+    cdef real s, inv
+    cdef const real* xr
+    cdef real* orow
+    for i in range(n):
+        xr = x + i * xs
+        orow = out + i * os
+        s = _sumsq(xr, d)
+        inv = 1 / sqrt(s) if s > 0 else 0
+        for j in range(d):
+            orow[j] = xr[j] * inv
+
+
+cdef void _inverse_norms(const real* x, real* inv, Py_ssize_t n, Py_ssize_t d) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef real s
+    for i in range(n):
+        s = _sumsq(x + i * d, d)
+        inv[i] = 1 / sqrt(s) if s > 0 else 0
+
+
+def _normalize_typed(const real[:, :] x, real[:, :] out):
+    """Kernel entry: rows need unit column stride (checked by the caller)."""
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
+    if n == 0 or d == 0:
+        return
+    cdef Py_ssize_t xs = x.strides[0] // sizeof(real), os = out.strides[0] // sizeof(real)
+    with nogil:
+        _normalize_rows(&x[0, 0], &out[0, 0], n, d, xs, os)
+
+
+def l2_normalize(x, out=None):
+    """Each row scaled to unit L2 norm (zero rows stay zero)."""
+    arr = as_float_array(x, "x")
+    result = check_out(arr, out)
+    rows = arr[None, :] if arr.ndim == 1 else arr
+    target = result[None, :] if result.ndim == 1 else result
+    if rows.shape[1] > 1 and rows.strides[1] != rows.itemsize:
+        rows = np.ascontiguousarray(rows)
+    if target.shape[1] > 1 and target.strides[1] != target.itemsize:
+        tmp = np.empty(rows.shape, dtype=rows.dtype)
+        _normalize_typed(rows, tmp)
+        target[...] = tmp
+    else:
+        _normalize_typed(rows, target)
+    return result
+
+
+def cosine_similarity(a, b):
+    """Matrix of cosines between the rows of ``a`` (n×d) and ``b`` (m×d): shape (n, m)."""
+    a2, b2, _ = check_pair(a, b)
+    return l2_normalize(a2) @ l2_normalize(b2).T
+
+
+# -- top-k ------------------------------------------------------------------------------
+
+cdef inline bint _worse(real s1, int64_t i1, real s2, int64_t i2) noexcept nogil:
+    """Is (s1, i1) ranked below (s2, i2)? Lower score, or equal score and higher index."""
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+cdef inline void _sift_down(real* hs, int64_t* hi, Py_ssize_t k, Py_ssize_t pos) noexcept nogil:
+    """Restore the min-heap (root = worst) below ``pos``."""
+    cdef Py_ssize_t child
+    cdef real s = hs[pos]
+    cdef int64_t idx = hi[pos]
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        if child + 1 < k and _worse(hs[child + 1], hi[child + 1], hs[child], hi[child]):
+            child += 1
+        if not _worse(hs[child], hi[child], s, idx):
+            break
+        hs[pos] = hs[child]
+        hi[pos] = hi[child]
+        pos = child
+    hs[pos] = s
+    hi[pos] = idx
+
+
+cdef void _select_block(const real* block, Py_ssize_t rows, Py_ssize_t cols,
+                        const real* inv_c, int64_t offset,
+                        real* heap_s, int64_t* heap_i, Py_ssize_t k) noexcept nogil:
+    """Merge one block of scores (rows × cols) into each row's k-heap."""
+    cdef Py_ssize_t r, j, t
+    cdef const real* row
+    cdef real* hs
+    cdef int64_t* hi
+    cdef real thr, s
+    cdef int cnt
+    for r in range(rows):
+        row = block + r * cols
+        hs = heap_s + r * k
+        hi = heap_i + r * k
+        thr = hs[0]
+        j = 0
+        while j + 16 <= cols:
+            cnt = 0
+            if inv_c == NULL:
+                for t in range(16):
+                    cnt += row[j + t] > thr
+            else:
+                for t in range(16):
+                    cnt += row[j + t] * inv_c[j + t] > thr
+            if cnt:
+                for t in range(16):
+                    s = row[j + t] if inv_c == NULL else row[j + t] * inv_c[j + t]
+                    if s > thr:
+                        hs[0] = s
+                        hi[0] = offset + j + t
+                        _sift_down(hs, hi, k, 0)
+                        thr = hs[0]
+            j += 16
+        while j < cols:
+            s = row[j] if inv_c == NULL else row[j] * inv_c[j]
+            if s > thr:
+                hs[0] = s
+                hi[0] = offset + j
+                _sift_down(hs, hi, k, 0)
+                thr = hs[0]
+            j += 1
+
+
+cdef void _finish(real* heap_s, int64_t* heap_i, Py_ssize_t rows, Py_ssize_t k,
+                  const real* inv_q) noexcept nogil:
+    """Heap-sort each row best first and scale by the query's inverse norm."""
+    cdef Py_ssize_t r, end, t
+    cdef real* hs
+    cdef int64_t* hi
+    cdef real ts
+    cdef int64_t ti
+    for r in range(rows):
+        hs = heap_s + r * k
+        hi = heap_i + r * k
+        end = k - 1
+        while end > 0:
+            ts = hs[0]; hs[0] = hs[end]; hs[end] = ts
+            ti = hi[0]; hi[0] = hi[end]; hi[end] = ti
+            _sift_down(hs, hi, end, 0)
+            end -= 1
+        if inv_q != NULL:
+            for t in range(k):
+                hs[t] = hs[t] * inv_q[r]
+
+
+def _inv_norms_typed(const real[:, ::1] x, real[::1] out):
+    with nogil:
+        _inverse_norms(&x[0, 0], &out[0], x.shape[0], x.shape[1])
+
+
+def _select_typed(const real[:, ::1] block, const real[::1] inv_c, int64_t offset,
+                  real[:, ::1] heap_s, int64_t[:, ::1] heap_i, bint scaled):
+    with nogil:
+        _select_block(&block[0, 0], block.shape[0], block.shape[1],
+                      &inv_c[0] if scaled else NULL, offset,
+                      &heap_s[0, 0], &heap_i[0, 0], heap_s.shape[1])
+
+
+def _finish_typed(real[:, ::1] heap_s, int64_t[:, ::1] heap_i, const real[::1] inv_q,
+                  bint scaled):
+    with nogil:
+        _finish(&heap_s[0, 0], &heap_i[0, 0], heap_s.shape[0], heap_s.shape[1],
+                &inv_q[0] if scaled else NULL)
+
+
+def top_k(queries, corpus, k, normalized=False):
+    """The ``k`` best corpus rows for each query: ``(scores, indices)``, best first.
+
+    Scores are cosines, or plain dot products when ``normalized=True``. A 1-D query gives
+    1-D results of length ``k``.
+    """
+    q, c, q_1d = check_pair(queries, corpus, ("queries", "corpus"))
+    k = check_k(k, c.shape[0])
+    nq, nc = q.shape[0], c.shape[0]
+    dtype = q.dtype
+    scaled = not normalized
+    out_s = np.full((nq, k), -np.inf, dtype=dtype)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    if nq == 0:
+        return (out_s[0], out_i[0]) if q_1d else (out_s, out_i)
+    inv_q = np.empty(nq, dtype=dtype)
+    inv_c = np.empty(nc, dtype=dtype)
+    if scaled:
+        _inv_norms_typed(q, inv_q)
+        _inv_norms_typed(c, inv_c)
+    buf = np.empty(min(QUERY_BLOCK, nq) * min(CORPUS_BLOCK, nc), dtype=dtype)
+    for q0 in range(0, nq, QUERY_BLOCK):
+        q1 = min(q0 + QUERY_BLOCK, nq)
+        qs = q[q0:q1]
+        hs = out_s[q0:q1]
+        hi = out_i[q0:q1]
+        for c0 in range(0, nc, CORPUS_BLOCK):
+            c1 = min(c0 + CORPUS_BLOCK, nc)
+            block = buf[: (q1 - q0) * (c1 - c0)].reshape(q1 - q0, c1 - c0)
+            np.matmul(qs, c[c0:c1].T, out=block)
+            _select_typed(block, inv_c[c0:c1], c0, hs, hi, scaled)
+        _finish_typed(hs, hi, inv_q[q0:q1], scaled)
+    if q_1d:
+        return out_s[0], out_i[0]
+    return out_s, out_i

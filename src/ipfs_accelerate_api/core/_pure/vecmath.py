@@ -1,0 +1,163 @@
+"""Vector math for embeddings: the readable spec of ``cython_core/vecmath.pyx``.
+
+All functions take numpy ``float32`` or ``float64`` arrays (array-likes of floats are converted)
+and raise ``ValueError`` on anything else: other dtypes, wrong dimensions, mismatched widths,
+a bad ``k`` or ``out``.
+
+* :func:`l2_normalize` scales each row to unit length; zero rows stay zero. A 1-D array is one
+  row. ``out`` receives the result (``out is x`` works in place).
+* :func:`cosine_similarity` is the matrix of cosines between the rows of ``a`` and ``b``.
+* :func:`top_k` returns, for each query row, the ``k`` corpus rows with the highest cosine
+  (or dot product when ``normalized=True``), as ``(scores, indices)`` sorted best first, equal
+  scores by lower index. It works in blocks of :data:`QUERY_BLOCK` × :data:`CORPUS_BLOCK`, so
+  memory stays small: it never builds the full queries × corpus matrix.
+
+Mixed ``float32``/``float64`` inputs compute in ``float64``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["cosine_similarity", "l2_normalize", "top_k", "QUERY_BLOCK", "CORPUS_BLOCK"]
+
+#: Rows of queries scored at once by :func:`top_k`.
+QUERY_BLOCK = 256
+#: Rows of the corpus scored at once by :func:`top_k`.
+CORPUS_BLOCK = 8192
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+Array = npt.NDArray[Any]
+
+
+def as_float_array(x: Any, name: str) -> Array:
+    """``x`` as a 1-D or 2-D float32/float64 array (no copy when it already is one)."""
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.dtype not in _FLOATS:
+        raise ValueError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D (one vector) or 2-D (rows); got {arr.ndim}-D")
+    return arr
+
+
+def as_rows(x: Any, name: str) -> tuple[Array, bool]:
+    """2-D view of ``x`` (a 1-D vector becomes one row) and whether it was 1-D."""
+    arr = as_float_array(x, name)
+    if arr.ndim == 1:
+        return arr.reshape(1, -1), True
+    return arr, False
+
+
+def check_out(x: Array, out: Any) -> Array:
+    """Validate ``out`` for :func:`l2_normalize`: same shape and dtype as ``x``, writeable."""
+    if out is None:
+        return np.empty_like(x, order="C")
+    if not isinstance(out, np.ndarray):
+        raise ValueError("out must be a numpy array")
+    if out.shape != x.shape or out.dtype != x.dtype:
+        raise ValueError(
+            f"out must have the shape and dtype of x ({x.shape}, {x.dtype}); "
+            f"got ({out.shape}, {out.dtype})"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    return out
+
+
+def check_pair(a: Any, b: Any, names: tuple[str, str] = ("a", "b")) -> tuple[Array, Array, bool]:
+    """Both as C-contiguous 2-D arrays of one common dtype; plus whether ``a`` was 1-D."""
+    a2, a_1d = as_rows(a, names[0])
+    b2, _ = as_rows(b, names[1])
+    if a2.shape[1] != b2.shape[1]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same width; got {a2.shape[1]} and {b2.shape[1]}"
+        )
+    if a2.shape[1] == 0:
+        raise ValueError("vectors must have at least one dimension")
+    dtype = np.result_type(a2.dtype, b2.dtype)
+    return (
+        np.ascontiguousarray(a2, dtype=dtype),
+        np.ascontiguousarray(b2, dtype=dtype),
+        a_1d,
+    )
+
+
+def check_k(k: Any, n: int) -> int:
+    """``k`` must be an integer with 1 <= k <= n (the corpus size)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer; got {k!r}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the corpus size {n}; got {k}")
+    return int(k)
+
+
+def _inverse_norms(x: Array) -> Array:
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    inv = np.zeros_like(norms)
+    np.divide(1.0, norms, out=inv, where=norms > 0)
+    return inv
+
+
+def l2_normalize(x: Any, out: Array | None = None) -> Array:
+    """Each row scaled to unit L2 norm (zero rows stay zero)."""
+    arr = as_float_array(x, "x")
+    result = check_out(arr, out)
+    rows, _ = as_rows(arr, "x")
+    inv = _inverse_norms(rows)
+    np.multiply(rows, inv[:, None], out=result.reshape(rows.shape))
+    return result
+
+
+def cosine_similarity(a: Any, b: Any) -> Array:
+    """Matrix of cosines between the rows of ``a`` (n×d) and ``b`` (m×d): shape (n, m)."""
+    a2, b2, _ = check_pair(a, b)
+    return l2_normalize(a2) @ l2_normalize(b2).T
+
+
+def _sort_best_first(scores: Array, indices: Array) -> tuple[Array, Array]:
+    """Sort each row by score descending; ties keep their position (callers keep indices
+    ascending along each row among equal scores, so ties go to the lower index)."""
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    return (np.take_along_axis(scores, order, axis=-1), np.take_along_axis(indices, order, axis=-1))
+
+
+def top_k(
+    queries: Any, corpus: Any, k: int, normalized: bool = False
+) -> tuple[Array, npt.NDArray[np.int64]]:
+    """The ``k`` best corpus rows for each query: ``(scores, indices)``, best first.
+
+    Scores are cosines, or plain dot products when ``normalized=True`` (inputs already unit
+    length). A 1-D query gives 1-D results of length ``k``.
+    """
+    q, c, q_1d = check_pair(queries, corpus, ("queries", "corpus"))
+    k = check_k(k, c.shape[0])
+    inv_q = None if normalized else _inverse_norms(q)
+    inv_c = None if normalized else _inverse_norms(c)
+    nq, nc = q.shape[0], c.shape[0]
+    out_s = np.empty((nq, k), dtype=q.dtype)
+    out_i = np.empty((nq, k), dtype=np.int64)
+    for q0 in range(0, nq, QUERY_BLOCK):
+        q1 = min(q0 + QUERY_BLOCK, nq)
+        best_s = np.full((q1 - q0, k), -np.inf, dtype=q.dtype)
+        best_i = np.full((q1 - q0, k), -1, dtype=np.int64)
+        for c0 in range(0, nc, CORPUS_BLOCK):
+            c1 = min(c0 + CORPUS_BLOCK, nc)
+            block = q[q0:q1] @ c[c0:c1].T
+            if inv_c is not None:
+                block *= inv_c[c0:c1]
+            idx = np.broadcast_to(np.arange(c0, c1, dtype=np.int64), block.shape)
+            pool_s = np.concatenate([best_s, block], axis=1)
+            pool_i = np.concatenate([best_i, idx], axis=1)
+            pool_s, pool_i = _sort_best_first(pool_s, pool_i)
+            best_s, best_i = pool_s[:, :k], pool_i[:, :k]
+        if inv_q is not None:
+            best_s = best_s * inv_q[q0:q1, None]
+        out_s[q0:q1] = best_s
+        out_i[q0:q1] = best_i
+    if q_1d:
+        return out_s[0], out_i[0]
+    return out_s, out_i

@@ -1,0 +1,200 @@
+"""The one exception hierarchy of ipfs-accelerate-api.
+
+Everything this package raises on purpose derives from :class:`AcceleratorError`::
+
+    AcceleratorError
+    ├── ConfigurationError            bad options, a missing key, an unsafe credentials file
+    ├── UnsupportedOperation          the service has no such operation
+    ├── QueueFull        (+ queue.Full)    a bounded queue refused an item
+    ├── QueueEmpty       (+ queue.Empty)   nothing arrived before the timeout
+    ├── QueueClosed                   the queue was closed
+    │   └── ClientClosed              the backend was closed while the request waited
+    ├── CircuitOpenError              the breaker is open; ``retry_after`` says for how long
+    └── APIError                      anything that came back from (or failed to reach) a service
+        ├── APIConnectionError        the request did not get an answer
+        │   └── APITimeoutError
+        ├── ResponseFormatError       the answer could not be understood
+        │   └── StreamInterrupted     a stream broke after it started (``partial_text``)
+        └── APIStatusError            an HTTP error status (``status``)
+            ├── BadRequestError 400 · AuthenticationError 401 · PermissionDeniedError 403
+            ├── NotFoundError 404 · ConflictError 409 · UnprocessableEntityError 422
+            ├── RateLimitError 429
+            └── ServerError 5xx
+
+:class:`QueueFull` and :class:`QueueEmpty` also subclass the standard library's
+``queue.Full`` and ``queue.Empty``, so code written for :mod:`queue` keeps working.
+"""
+
+from __future__ import annotations
+
+import queue as _queue
+from typing import Any
+
+__all__ = [
+    "AcceleratorError",
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CircuitOpenError",
+    "ClientClosed",
+    "ConfigurationError",
+    "ConflictError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QueueClosed",
+    "QueueEmpty",
+    "QueueFull",
+    "RateLimitError",
+    "ResponseFormatError",
+    "ServerError",
+    "StreamInterrupted",
+    "UnprocessableEntityError",
+    "UnsupportedOperation",
+    "status_error_class",
+]
+
+
+class AcceleratorError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigurationError(AcceleratorError, ValueError):
+    """An option, a credential or a file is wrong; the message says what to change."""
+
+
+class UnsupportedOperation(AcceleratorError, NotImplementedError):
+    """The backend's service has no such operation."""
+
+
+class QueueFull(AcceleratorError, _queue.Full):
+    """A bounded queue is full (policy ``reject``, a non-blocking put, or a timed-out wait)."""
+
+
+class QueueEmpty(AcceleratorError, _queue.Empty):
+    """Nothing could be taken from the queue before the timeout."""
+
+
+class QueueClosed(AcceleratorError):
+    """The queue is closed: no more puts, and gets fail once it is drained."""
+
+
+class ClientClosed(QueueClosed):
+    """The backend was closed before this request could be served."""
+
+
+class CircuitOpenError(AcceleratorError):
+    """The circuit breaker is open; calls fail fast for ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0, backend: str | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.backend = backend
+
+
+class APIError(AcceleratorError):
+    """Something went wrong talking to a service."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        backend: str | None = None,
+        body: Any = None,
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.request_id = request_id
+        self.backend = backend
+        self.body = body
+        self.code = code
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.insert(0, f"[{self.status}]")
+        if self.backend:
+            parts.insert(0, f"{self.backend}:")
+        if self.request_id:
+            parts.append(f"(request id {self.request_id})")
+        return " ".join(parts)
+
+
+class APIConnectionError(APIError):
+    """The request never got an answer (refused, reset, DNS, TLS...)."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect, read or total timeout expired."""
+
+
+class ResponseFormatError(APIError):
+    """The service answered something that is not the format it promised."""
+
+
+class StreamInterrupted(ResponseFormatError):
+    """A stream broke after it had started; ``partial_text`` holds what arrived."""
+
+    def __init__(self, message: str, *, partial_text: str = "", **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.partial_text = partial_text
+
+
+class APIStatusError(APIError):
+    """The service answered with an HTTP error status."""
+
+
+class BadRequestError(APIStatusError):
+    """400."""
+
+
+class AuthenticationError(APIStatusError):
+    """401."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403."""
+
+
+class NotFoundError(APIStatusError):
+    """404."""
+
+
+class ConflictError(APIStatusError):
+    """409."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422."""
+
+
+class RateLimitError(APIStatusError):
+    """429."""
+
+
+class ServerError(APIStatusError):
+    """5xx."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """The exception class for an HTTP error status (the one factory for all backends)."""
+    if status >= 500:
+        return ServerError
+    return _STATUS_CLASSES.get(status, APIStatusError)

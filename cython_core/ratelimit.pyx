@@ -5,7 +5,11 @@ State changes run under the GIL with no call back into Python in between, so the
 atomic without a lock. An injected clock is read *before* the state is touched.
 """
 
-from ipfs_accelerate_api.core._pure.ratelimit import check_rate, check_cost, SPIN_MARGIN
+from ipfs_accelerate_api.core._pure.ratelimit import (
+    check_rate, check_cost, SPIN_MARGIN, GRANT_EPSILON as _GRANT_EPSILON,
+)
+
+cdef double GRANT_EPSILON = _GRANT_EPSILON
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
@@ -57,7 +61,7 @@ cdef class TokenBucket:
             self._last = now
 
     cdef inline double _wait_for(self, double n) noexcept:
-        if self._tokens >= n:
+        if self._tokens >= n - GRANT_EPSILON:
             return 0.0
         return (n - self._tokens) / self._rate
 

@@ -31,7 +31,7 @@ def as_lengths(lengths: Lengths) -> npt.NDArray[np.int64]:
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "b" or not np.all(np.equal(np.mod(arr, 1), 0)):
+        if arr.dtype.kind != "f" or not np.all(np.equal(np.mod(arr, 1), 0)):
             raise ValueError(f"lengths must be integers; got dtype {arr.dtype}")
     out = np.ascontiguousarray(arr, dtype=np.int64)
     if out.min() < 0:

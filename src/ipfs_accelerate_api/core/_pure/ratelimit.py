@@ -21,7 +21,11 @@ import threading
 import time
 from typing import Callable, Sequence
 
-__all__ = ["RateLimiter", "TokenBucket", "SPIN_MARGIN"]
+__all__ = ["GRANT_EPSILON", "RateLimiter", "SPIN_MARGIN", "TokenBucket"]
+
+#: A shortfall smaller than this many tokens counts as none (float rounding in the refill
+#: would otherwise ask for waits shorter than the clock can measure).
+GRANT_EPSILON = 1e-9
 
 #: The default sleep wakes this many seconds early and then yields until the grant is due.
 SPIN_MARGIN = 0.0002
@@ -111,7 +115,7 @@ class TokenBucket:
 
     def _wait_for(self, n: float) -> float:
         """Seconds until ``n`` tokens are there (0.0 if they are now)."""
-        if self._tokens >= n:
+        if self._tokens >= n - GRANT_EPSILON:
             return 0.0
         return (n - self._tokens) / self._rate
 

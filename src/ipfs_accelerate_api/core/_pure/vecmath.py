@@ -118,11 +118,27 @@ def cosine_similarity(a: Any, b: Any) -> Array:
     return l2_normalize(a2) @ l2_normalize(b2).T
 
 
-def _sort_best_first(scores: Array, indices: Array) -> tuple[Array, Array]:
-    """Sort each row by score descending; ties keep their position (callers keep indices
-    ascending along each row among equal scores, so ties go to the lower index)."""
-    order = np.argsort(-scores, axis=-1, kind="stable")
-    return (np.take_along_axis(scores, order, axis=-1), np.take_along_axis(indices, order, axis=-1))
+def _merge_row(row: Array, offset: int, best_s: Array, best_i: Array) -> None:
+    """Merge one row of block scores into a query's current best (sorted, in place).
+
+    Candidates are every score >= the block's k-th largest (so ties at the boundary are all
+    kept); a stable sort of [current best, candidates] then keeps equal scores in index order,
+    because every current best index is lower than every index of this block.
+    """
+    k = best_s.shape[0]
+    n = row.shape[0]
+    if n > k:
+        threshold = max(np.partition(row, n - k)[n - k], best_s[-1])
+        cand = np.flatnonzero(row >= threshold)
+    else:
+        cand = np.arange(n)
+    if cand.size == 0:
+        return
+    pool_s = np.concatenate([best_s, row[cand]])
+    pool_i = np.concatenate([best_i, cand + offset])
+    order = np.argsort(-pool_s, kind="stable")[:k]
+    best_s[:] = pool_s[order]
+    best_i[:] = pool_i[order]
 
 
 def top_k(
@@ -146,16 +162,13 @@ def top_k(
         best_i = np.full((q1 - q0, k), -1, dtype=np.int64)
         for c0 in range(0, nc, CORPUS_BLOCK):
             c1 = min(c0 + CORPUS_BLOCK, nc)
-            block = q[q0:q1] @ c[c0:c1].T
+            block = q[q0:q1] @ c[c0:c1].T  # the only large temporary: one block
             if inv_c is not None:
                 block *= inv_c[c0:c1]
-            idx = np.broadcast_to(np.arange(c0, c1, dtype=np.int64), block.shape)
-            pool_s = np.concatenate([best_s, block], axis=1)
-            pool_i = np.concatenate([best_i, idx], axis=1)
-            pool_s, pool_i = _sort_best_first(pool_s, pool_i)
-            best_s, best_i = pool_s[:, :k], pool_i[:, :k]
+            for r in range(q1 - q0):
+                _merge_row(block[r], c0, best_s[r], best_i[r])
         if inv_q is not None:
-            best_s = best_s * inv_q[q0:q1, None]
+            best_s *= inv_q[q0:q1, None]
         out_s[q0:q1] = best_s
         out_i[q0:q1] = best_i
     if q_1d:

@@ -1,0 +1,128 @@
+"""CircuitBreaker state machine with an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipfs_accelerate_api.core import BreakerState
+
+CLOSED, OPEN, HALF = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+
+def test_opens_after_consecutive_failures(impl, clock) -> None:
+    br = impl.CircuitBreaker(failure_threshold=3, recovery_timeout=10, clock=clock)
+    br.record_failure()
+    br.record_failure()
+    br.record_success()  # resets the run
+    br.record_failure()
+    br.record_failure()
+    assert br.state is CLOSED
+    br.record_failure()
+    assert br.state is OPEN
+    assert br.allow() is False
+    assert br.retry_after() == pytest.approx(10)
+    clock.advance(4)
+    assert br.retry_after() == pytest.approx(6)
+
+
+def test_half_open_lets_exactly_max_probes(impl, clock) -> None:
+    br = impl.CircuitBreaker(failure_threshold=1, recovery_timeout=5, half_open_max_calls=2,
+                             clock=clock)
+    br.record_failure()
+    clock.advance(5)
+    assert br.state is HALF
+    assert [br.allow() for _ in range(4)] == [True, True, False, False]
+    assert br.retry_after() == pytest.approx(5)
+    br.record_success()
+    assert br.state is CLOSED
+    assert br.allow()
+
+
+def test_half_open_failure_reopens(impl, clock) -> None:
+    br = impl.CircuitBreaker(failure_threshold=1, recovery_timeout=5, clock=clock)
+    br.record_failure()
+    clock.advance(5)
+    assert br.allow()
+    br.record_failure()
+    assert br.state is OPEN
+    assert br.retry_after() == pytest.approx(5)  # timeout restarts
+    assert br.stats()["trips"] == 2
+
+
+def test_success_threshold(impl, clock) -> None:
+    br = impl.CircuitBreaker(failure_threshold=1, recovery_timeout=1, success_threshold=3,
+                             clock=clock)
+    br.record_failure()
+    clock.advance(1)
+    for _ in range(2):
+        assert br.allow()
+        assert not br.allow()  # one probe in flight at a time
+        br.record_success()
+        assert br.state is HALF
+    assert br.allow()
+    br.record_success()
+    assert br.state is CLOSED
+
+
+def test_listeners_see_every_transition(impl, clock) -> None:
+    seen = []
+    br = impl.CircuitBreaker(failure_threshold=2, recovery_timeout=3, clock=clock)
+    br.add_listener(lambda old, new: seen.append((old, new)))
+    br.record_failure()
+    br.record_failure()
+    clock.advance(3)
+    br.allow()
+    br.record_failure()
+    clock.advance(3)
+    br.allow()
+    br.record_success()
+    br.record_failure()
+    br.record_failure()
+    br.reset()
+    assert seen == [
+        (CLOSED, OPEN), (OPEN, HALF), (HALF, OPEN), (OPEN, HALF), (HALF, CLOSED),
+        (CLOSED, OPEN), (OPEN, CLOSED),
+    ]
+    assert all(type(s) is BreakerState for pair in seen for s in pair)
+    with pytest.raises(TypeError):
+        br.add_listener(42)
+
+
+def test_stats_and_reset(impl, clock) -> None:
+    br = impl.CircuitBreaker(failure_threshold=1, recovery_timeout=1, clock=clock)
+    br.record_success()
+    br.record_failure()
+    br.allow()
+    br.allow()
+    s = br.stats()
+    assert s == {"state": "OPEN", "trips": 1, "failures": 1, "successes": 1, "rejected": 2,
+                 "consecutive_failures": 0}
+    br.reset()
+    assert br.state is CLOSED and br.allow()
+    assert br.stats()["trips"] == 1  # cumulative
+
+
+def test_late_outcomes_while_open_change_nothing(impl, clock) -> None:
+    br = impl.CircuitBreaker(failure_threshold=1, recovery_timeout=10, clock=clock)
+    br.record_failure()
+    br.record_success()
+    br.record_failure()
+    assert br.state is OPEN
+    assert br.retry_after() == pytest.approx(10)
+    assert br.stats()["trips"] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"failure_threshold": 0}, {"recovery_timeout": -1}, {"half_open_max_calls": 0},
+     {"success_threshold": 1.5}, {"recovery_timeout": float("nan")}],
+)
+def test_bad_arguments(impl, kwargs) -> None:
+    with pytest.raises(ValueError):
+        impl.CircuitBreaker(**kwargs)
+
+
+def test_real_clock_default(impl) -> None:
+    br = impl.CircuitBreaker(failure_threshold=1, recovery_timeout=0)
+    br.record_failure()
+    assert br.state is HALF  # zero timeout: probes are allowed at once

@@ -9,6 +9,9 @@
   the matrix product.
 """
 
+import os
+import threading
+
 import numpy as np
 from ipfs_accelerate_api.core._pure.vecmath import (
     as_float_array, as_rows, check_out, check_pair, check_k, QUERY_BLOCK, CORPUS_BLOCK,
@@ -21,6 +24,39 @@ cimport cython
 ctypedef fused real:
     float
     double
+
+#: Work (elements) below which a kernel runs on the calling thread alone.
+PARALLEL_MIN_WORK = 1 << 20
+#: Most threads one call uses (the calling thread included).
+MAX_THREADS = 8
+
+
+def _threads_for(Py_ssize_t work):
+    n = min(os.cpu_count() or 1, MAX_THREADS, max(1, work // PARALLEL_MIN_WORK))
+    return n
+
+
+def _split_rows(kernel, Py_ssize_t n, Py_ssize_t work):
+    """Run ``kernel(start, end)`` over row ranges on a few short-lived threads.
+
+    The kernels release the GIL, so the threads run in parallel. Threads are started per call
+    (only for large inputs) rather than kept in a pool: nothing lingers, and a fork never
+    inherits a half-dead pool.
+    """
+    cdef Py_ssize_t parts = min(_threads_for(work), n)
+    if parts <= 1:
+        kernel(0, n)
+        return
+    bounds = [n * i // parts for i in range(parts + 1)]
+    threads = [threading.Thread(target=kernel, args=(bounds[i], bounds[i + 1]), daemon=True)
+               for i in range(1, parts)]
+    for t in threads:
+        t.start()
+    try:
+        kernel(bounds[0], bounds[1])
+    finally:
+        for t in threads:
+            t.join()
 
 
 cdef inline real _sumsq(const real* row, Py_ssize_t d) noexcept nogil:
@@ -66,14 +102,18 @@ cdef void _inverse_norms(const real* x, real* inv, Py_ssize_t n, Py_ssize_t d) n
         inv[i] = 1 / sqrt(s) if s > 0 else 0
 
 
-def _normalize_typed(const real[:, :] x, real[:, :] out):
-    """Kernel entry: rows need unit column stride (checked by the caller)."""
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1]
-    if n == 0 or d == 0:
+def _normalize_typed(const real[:, :] x, real[:, :] out, Py_ssize_t start, Py_ssize_t end):
+    """Kernel entry for rows [start, end): unit column stride (checked by the caller)."""
+    cdef Py_ssize_t d = x.shape[1]
+    if end <= start or d == 0:
         return
-    cdef Py_ssize_t xs = x.strides[0] // sizeof(real), os = out.strides[0] // sizeof(real)
+    cdef Py_ssize_t xs = x.strides[0] // sizeof(real), ostride = out.strides[0] // sizeof(real)
     with nogil:
-        _normalize_rows(&x[0, 0], &out[0, 0], n, d, xs, os)
+        _normalize_rows(&x[start, 0], &out[start, 0], end - start, d, xs, ostride)
+
+
+def _normalize_all(rows, target):
+    _split_rows(lambda a, b: _normalize_typed(rows, target, a, b), rows.shape[0], rows.size)
 
 
 def l2_normalize(x, out=None):
@@ -86,10 +126,10 @@ def l2_normalize(x, out=None):
         rows = np.ascontiguousarray(rows)
     if target.shape[1] > 1 and target.strides[1] != target.itemsize:
         tmp = np.empty(rows.shape, dtype=rows.dtype)
-        _normalize_typed(rows, tmp)
+        _normalize_all(rows, tmp)
         target[...] = tmp
     else:
-        _normalize_typed(rows, target)
+        _normalize_all(rows, target)
     return result
 
 
@@ -197,11 +237,14 @@ def _inv_norms_typed(const real[:, ::1] x, real[::1] out):
 
 
 def _select_typed(const real[:, ::1] block, const real[::1] inv_c, int64_t offset,
-                  real[:, ::1] heap_s, int64_t[:, ::1] heap_i, bint scaled):
+                  real[:, ::1] heap_s, int64_t[:, ::1] heap_i, bint scaled,
+                  Py_ssize_t start, Py_ssize_t end):
+    if end <= start:
+        return
     with nogil:
-        _select_block(&block[0, 0], block.shape[0], block.shape[1],
+        _select_block(&block[start, 0], end - start, block.shape[1],
                       &inv_c[0] if scaled else NULL, offset,
-                      &heap_s[0, 0], &heap_i[0, 0], heap_s.shape[1])
+                      &heap_s[start, 0], &heap_i[start, 0], heap_s.shape[1])
 
 
 def _finish_typed(real[:, ::1] heap_s, int64_t[:, ::1] heap_i, const real[::1] inv_q,
@@ -241,7 +284,9 @@ def top_k(queries, corpus, k, normalized=False):
             c1 = min(c0 + CORPUS_BLOCK, nc)
             block = buf[: (q1 - q0) * (c1 - c0)].reshape(q1 - q0, c1 - c0)
             np.matmul(qs, c[c0:c1].T, out=block)
-            _select_typed(block, inv_c[c0:c1], c0, hs, hi, scaled)
+            _split_rows(
+                lambda a, b: _select_typed(block, inv_c[c0:c1], c0, hs, hi, scaled, a, b),
+                q1 - q0, block.size)
         _finish_typed(hs, hi, inv_q[q0:q1], scaled)
     if q_1d:
         return out_s[0], out_i[0]

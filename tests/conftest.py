@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -12,6 +13,23 @@ import pytest
 import ipfs_accelerate_api.core as core
 
 _MODULES = ("pqueue", "ratelimit", "breaker", "packer", "vecmath")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # .ci/run sets this when testing an installed wheel: prove the source tree is not used.
+    if os.environ.get("IPFS_ACCEL_EXPECT_INSTALLED"):
+        import ipfs_accelerate_api
+
+        where = os.path.dirname(ipfs_accelerate_api.__file__)
+        if "site-packages" not in where:
+            raise pytest.UsageError(f"expected the installed package, got {where}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import ipfs_accelerate_api
+
+    return (f"ipfs_accelerate_api from {os.path.dirname(ipfs_accelerate_api.__file__)}; "
+            f"core implementation {core.IMPLEMENTATION}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

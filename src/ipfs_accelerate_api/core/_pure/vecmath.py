@@ -25,7 +25,7 @@ import numpy.typing as npt
 __all__ = ["cosine_similarity", "l2_normalize", "top_k", "QUERY_BLOCK", "CORPUS_BLOCK"]
 
 #: Rows of queries scored at once by :func:`top_k`.
-QUERY_BLOCK = 256
+QUERY_BLOCK = 512
 #: Rows of the corpus scored at once by :func:`top_k`.
 CORPUS_BLOCK = 8192
 

@@ -1,0 +1,120 @@
+"""Run the core benchmarks and print the README's performance table (medians, same run).
+
+    python benchmarks/report.py            # full sizes (several minutes)
+    python benchmarks/report.py out.json   # only format an existing --benchmark-json file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import date
+
+
+def _run(path: str) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, "-m", "pytest", here, "-q", "-p", "no:cacheprovider",
+           "--benchmark-enable", "--benchmark-only", f"--benchmark-json={path}",
+           "--benchmark-min-rounds=5", "-o", "addopts="]
+    subprocess.run(cmd, check=True, cwd=here)
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:.0f} ns"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def load(path: str) -> dict[str, dict[str, dict]]:
+    data = json.load(open(path))
+    groups: dict[str, dict[str, dict]] = {}
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        impl = info.get("impl", b["name"])
+        ops = info.get("ops_per_call", 1)
+        groups.setdefault(b["group"], {})[impl] = {
+            "median": b["stats"]["median"] / ops, **info,
+        }
+    return groups
+
+
+def ratio(groups, group, slow, fast, subtract=None) -> float | None:
+    g = groups.get(group, {})
+    if slow not in g or fast not in g:
+        return None
+    base = g[subtract]["median"] if subtract and subtract in g else 0.0
+    return (g[slow]["median"] - base) / max(g[fast]["median"] - base, 1e-12)
+
+
+def render(groups) -> str:
+    lines = [f"Measured {date.today().isoformat()} on {platform.machine()}, "
+             f"{os.cpu_count()} cores, Python {platform.python_version()} "
+             f"(`python benchmarks/report.py`). Medians; time per operation.", ""]
+    lines.append("| benchmark | implementation | median | vs C twin |")
+    lines.append("|---|---|---|---|")
+    for group, impls in groups.items():
+        if "accuracy" in group:
+            continue
+        c = impls.get("c", {}).get("median")
+        for impl, row in sorted(impls.items(), key=lambda kv: kv[1]["median"]):
+            rel = f"{row['median'] / c:.1f}×" if c else ""
+            mem = f" (peak {row['peak_bytes'] / 2**20:.0f} MiB)" if "peak_bytes" in row else ""
+            lines.append(f"| {group} | {impl}{mem} | {_fmt_time(row['median'])} | {rel} |")
+    acc = [g for g in groups if "accuracy" in g]
+    if acc:
+        lines += ["", "| limiter at 200/s, capacity=1 | most in any 1 s | first second | "
+                      "steady rate (share of 200/s) |", "|---|---|---|---|"]
+        for impl, row in groups[acc[0]].items():
+            lines.append(f"| {impl} | {row['max_in_1s']} | {row['first_second']} | "
+                         f"{row['steady_rate']:.1f}/s ({row['rate_fraction']:.1%}) |")
+    t = [
+        ("queue put+get vs queue.PriorityQueue (≥10×)",
+         ratio(groups, "pqueue: put+get pair", "queue.PriorityQueue", "c")),
+        ("try_acquire vs pyrate-limiter (≥100×)",
+         ratio(groups, "ratelimit: try_acquire", "pyrate-limiter", "c")),
+        ("try_acquire vs minimal locked Python bucket (≥5×)",
+         ratio(groups, "ratelimit: try_acquire", "minimal locked Python bucket", "c")),
+        ("breaker allow+record_success vs pybreaker call overhead (≥20×)",
+         ratio(groups, "breaker: overhead per call", "pybreaker.call", "c", "bare call")),
+        ("pack_batches 1M vs pure twin (≥20×)",
+         ratio(groups, "packer: pack_batches 1M lengths", "py", "c")),
+        ("l2_normalize vs numpy formula (≥3×)",
+         ratio(groups, "vecmath: l2_normalize 100k x 384 f32", "numpy x / norm(x, axis=1)", "c")),
+        ("l2_normalize in place vs einsum in place (≥1.2×)",
+         ratio(groups, "vecmath: l2_normalize 100k x 384 f32", "numpy einsum in place",
+               "c in place")),
+        ("top_k vs numpy matmul+argpartition (≥2×)",
+         ratio(groups, "vecmath: top_k 1000 x 100k x 384 f32, k=10",
+               "numpy matmul+argpartition", "c")),
+        ("top_k vs faiss IndexFlatIP (≥1×)",
+         ratio(groups, "vecmath: top_k 1000 x 100k x 384 f32, k=10", "faiss IndexFlatIP", "c")),
+    ]
+    g = groups.get("vecmath: top_k 1000 x 100k x 384 f32, k=10", {})
+    if "c" in g and "numpy matmul+argpartition" in g and "peak_bytes" in g["c"]:
+        t.append(("top_k peak memory: numpy / ours (≥10×)",
+                  g["numpy matmul+argpartition"]["peak_bytes"] / g["c"]["peak_bytes"]))
+    lines += ["", "| target | measured |", "|---|---|"]
+    for name, value in t:
+        lines.append(f"| {name} | {'n/a' if value is None else f'{value:.1f}×'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1:
+        path = sys.argv[1]
+    else:
+        path = os.path.join(tempfile.mkdtemp(), "bench.json")
+        _run(path)
+    print(render(load(path)))
+
+
+if __name__ == "__main__":
+    main()

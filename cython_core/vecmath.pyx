@@ -19,7 +19,17 @@ from ipfs_accelerate_api.core._pure.vecmath import (
 
 from libc.math cimport sqrt, INFINITY
 from libc.stdint cimport int64_t
+from libc.stddef cimport ptrdiff_t
 cimport cython
+
+cdef extern from "_kernels.h" nogil:
+    int ia_count_above_f(const float* p, ptrdiff_t n, float thr)
+    int ia_count_above_f_scaled(const float* p, const float* s, ptrdiff_t n, float thr)
+    int ia_count_above_d(const double* p, ptrdiff_t n, double thr)
+    int ia_count_above_d_scaled(const double* p, const double* s, ptrdiff_t n, double thr)
+
+cdef enum:
+    CHUNK = 64  # scores screened at once by a vectorised count before any scalar work
 
 ctypedef fused real:
     float
@@ -182,23 +192,26 @@ cdef void _select_block(const real* block, Py_ssize_t rows, Py_ssize_t cols,
         hi = heap_i + r * k
         thr = hs[0]
         j = 0
-        while j + 16 <= cols:
-            cnt = 0
-            if inv_c == NULL:
-                for t in range(16):
-                    cnt += row[j + t] > thr
+        while j + CHUNK <= cols:
+            if real is float:
+                if inv_c == NULL:
+                    cnt = ia_count_above_f(row + j, CHUNK, thr)
+                else:
+                    cnt = ia_count_above_f_scaled(row + j, inv_c + j, CHUNK, thr)
             else:
-                for t in range(16):
-                    cnt += row[j + t] * inv_c[j + t] > thr
+                if inv_c == NULL:
+                    cnt = ia_count_above_d(row + j, CHUNK, thr)
+                else:
+                    cnt = ia_count_above_d_scaled(row + j, inv_c + j, CHUNK, thr)
             if cnt:
-                for t in range(16):
+                for t in range(CHUNK):
                     s = row[j + t] if inv_c == NULL else row[j + t] * inv_c[j + t]
                     if s > thr:
                         hs[0] = s
                         hi[0] = offset + j + t
                         _sift_down(hs, hi, k, 0)
                         thr = hs[0]
-            j += 16
+            j += CHUNK
         while j < cols:
             s = row[j] if inv_c == NULL else row[j] * inv_c[j]
             if s > thr:

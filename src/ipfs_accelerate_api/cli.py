@@ -1,0 +1,47 @@
+"""The ``ipfs-accel`` command."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Sequence
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from .emulator import Emulator, FaultPlan, ServiceConfig
+
+    cfg = ServiceConfig(latency=args.latency, rpm=args.rpm, tpm=args.tpm,
+                        faults=FaultPlan(rate=args.fault_rate, seed=args.seed))
+    emu = Emulator({name: cfg for name in ("openai",)}, seed=args.seed, host=args.host,
+                   port=args.port)
+    emu.start()
+    for name in emu.services:
+        print(f"{name}: {emu.base_url(name)}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+    emu.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ipfs-accel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    em = sub.add_parser("emulate", help="run the local emulator of the AI services")
+    em.add_argument("--host", default="127.0.0.1")
+    em.add_argument("--port", type=int, default=8080)
+    em.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")
+    em.add_argument("--rpm", type=float, default=None, help="requests per minute per key")
+    em.add_argument("--tpm", type=float, default=None, help="tokens per minute per key")
+    em.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail")
+    em.add_argument("--seed", type=int, default=0)
+    em.set_defaults(func=_emulate)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

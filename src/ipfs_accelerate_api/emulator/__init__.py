@@ -1,0 +1,105 @@
+"""A local emulator of the AI services: real HTTP on loopback, each service's wire format.
+
+    from ipfs_accelerate_api.emulator import Emulator, ServiceConfig, FaultPlan
+
+    with Emulator({"openai": ServiceConfig(rpm=600, latency=0.01)}) as emu:
+        url = emu.base_url("openai")          # http://127.0.0.1:PORT/openai/v1
+        ...
+        emu.stats("openai")["peak_concurrency"]
+
+From the shell: ``ipfs-accel emulate --port 8080``. In pytest: the ``ai_emulator`` fixture.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Mapping
+
+from ._server import EmulatorServer, FaultPlan, Service, ServiceConfig
+
+__all__ = ["Emulator", "FaultPlan", "ServiceConfig", "SERVICES"]
+
+
+def _services() -> dict[str, type[Service]]:
+    from .openai import OpenAIService
+
+    return {"openai": OpenAIService}
+
+
+#: Names of the emulated services.
+SERVICES = ("openai",)
+
+#: The API path below each service's prefix that clients use as their base URL.
+_BASE_PATHS = {"openai": "/v1"}
+
+
+class Emulator:
+    """Runs the emulator in a background thread (``with`` starts and stops it).
+
+    Args:
+        services: service name -> :class:`ServiceConfig`; names left out run with defaults.
+        seed: makes replies and fault draws repeatable.
+        host, port: where to listen (port 0 picks a free one).
+    """
+
+    def __init__(self, services: Mapping[str, ServiceConfig] | None = None, *, seed: int = 0,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        classes = _services()
+        configs = dict(services or {})
+        unknown = set(configs) - set(classes)
+        if unknown:
+            raise ValueError(f"unknown emulated services: {sorted(unknown)}; known: {sorted(classes)}")
+        self.services = {name: cls(configs.get(name) or ServiceConfig(), seed)
+                         for name, cls in classes.items()}
+        self._address = (host, port)
+        self._server: EmulatorServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Emulator":
+        self._server = EmulatorServer(self._address, self.services)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="ipfs-accel-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def __enter__(self) -> "Emulator":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        return self._server.server_address[1]
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self._address[0]}:{self.port}"
+
+    def base_url(self, service: str) -> str:
+        """The base URL a client of ``service`` should use."""
+        if service not in self.services:
+            raise ValueError(f"unknown service {service!r}")
+        return f"{self.root_url}/{service}{_BASE_PATHS.get(service, '')}"
+
+    def config(self, service: str) -> ServiceConfig:
+        """The live configuration of ``service`` (changes apply to the next request)."""
+        return self.services[service].config
+
+    def stats(self, service: str) -> dict[str, Any]:
+        """What ``service`` saw: requests per key and path, peak concurrency, 429s, faults."""
+        return self.services[service].record.snapshot()
+
+    def record(self, service: str) -> Any:
+        return self.services[service].record

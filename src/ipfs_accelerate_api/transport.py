@@ -1,0 +1,261 @@
+"""HTTP transport: one urllib3 pool per backend, timeouts, redirects without credentials,
+and incremental SSE / NDJSON readers.
+
+Errors are mapped where they leave this layer: timeouts become :class:`APITimeoutError`, any
+other failure to get an answer :class:`APIConnectionError` (chained ``from`` the cause).
+HTTP error statuses are *not* raised here: the adapter maps the body to the right class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+from urllib.parse import urljoin, urlsplit
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    ProtocolError,
+    ReadTimeoutError,
+    TimeoutError as Urllib3TimeoutError,
+)
+
+from .config import Timeouts
+from .errors import APIConnectionError, APITimeoutError, ResponseFormatError
+
+__all__ = ["Response", "SSEEvent", "Transport", "iter_ndjson", "iter_sse", "AUTH_HEADERS"]
+
+#: Headers that carry credentials; none of them survives a redirect to another host.
+AUTH_HEADERS = frozenset(
+    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "cookie"}
+)
+MAX_REDIRECTS = 5
+STREAM_CHUNK = 8192
+
+
+@dataclass
+class Response:
+    """An HTTP answer. For streams, ``raw`` is the open urllib3 response (``data`` is empty)."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: bytes
+    url: str
+    raw: Any = None
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ResponseFormatError(
+                f"response is not valid JSON ({exc.__class__.__name__}): {self.data[:200]!r}",
+                status=self.status,
+            ) from exc
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        if self.raw is None:
+            if self.data:
+                yield self.data
+            return
+        try:
+            for chunk in self.raw.stream(STREAM_CHUNK, decode_content=True):
+                if chunk:
+                    yield chunk
+        except (ReadTimeoutError, Urllib3TimeoutError) as exc:
+            raise APITimeoutError(f"stream read timed out: {exc}") from exc
+        except (ProtocolError, HTTPError, OSError) as exc:
+            raise APIConnectionError(f"stream broken: {exc.__class__.__name__}") from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.release_conn()
+            self.raw = None
+
+
+class Transport:
+    """A pooled HTTP client. Thread-safe; one per backend.
+
+    Args:
+        timeouts: per-attempt connect/read/total timeouts.
+        maxsize: connections kept per host (match the backend's concurrency).
+        verify: verify TLS certificates (default on).
+    """
+
+    def __init__(self, *, timeouts: Timeouts | None = None, maxsize: int = 10,
+                 verify: bool = True) -> None:
+        self.timeouts = timeouts or Timeouts()
+        self._pool = urllib3.PoolManager(
+            num_pools=16,
+            maxsize=maxsize,
+            block=False,
+            retries=False,
+            cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+        )
+
+    def close(self) -> None:
+        self._pool.clear()
+
+    def _timeout(self, override: Timeouts | None) -> urllib3.Timeout:
+        t = override or self.timeouts
+        return urllib3.Timeout(connect=t.connect, read=t.read, total=t.total)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        fields: Any = None,
+        stream: bool = False,
+        timeouts: Timeouts | None = None,
+    ) -> Response:
+        """Send one request (following up to :data:`MAX_REDIRECTS` redirects; credentials are
+        dropped when a redirect leaves the original host)."""
+        hdrs = dict(headers or {})
+        origin = urlsplit(url)[:2]
+        timeout = self._timeout(timeouts)
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                if fields is not None:
+                    raw = self._pool.request(
+                        method, url, fields=fields, headers=hdrs, timeout=timeout,
+                        retries=False, redirect=False, preload_content=not stream,
+                    )
+                else:
+                    raw = self._pool.urlopen(
+                        method, url, body=body, headers=hdrs, timeout=timeout,
+                        retries=False, redirect=False, preload_content=not stream,
+                    )
+            except (ConnectTimeoutError, ReadTimeoutError, Urllib3TimeoutError) as exc:
+                raise APITimeoutError(f"{method} timed out: {exc.__class__.__name__}") from exc
+            except (HTTPError, OSError) as exc:
+                raise APIConnectionError(
+                    f"{method} failed: {exc.__class__.__name__}: {_short(exc)}"
+                ) from exc
+            if raw.status in (301, 302, 303, 307, 308) and raw.headers.get("location"):
+                location = urljoin(url, raw.headers["location"])
+                raw.drain_conn()
+                raw.release_conn()
+                if urlsplit(location)[:2] != origin:
+                    hdrs = {k: v for k, v in hdrs.items() if k.lower() not in AUTH_HEADERS}
+                if raw.status == 303:
+                    method, body, fields = "GET", None, None
+                url = location
+                continue
+            if stream and raw.status < 400:
+                return Response(raw.status, raw.headers, b"", url, raw=raw)
+            try:
+                data = raw.data if not stream else raw.read()
+            except (ReadTimeoutError, Urllib3TimeoutError) as exc:
+                raise APITimeoutError(f"{method} read timed out") from exc
+            except (HTTPError, OSError) as exc:
+                raise APIConnectionError(f"{method} body broken: {exc.__class__.__name__}") from exc
+            finally:
+                if stream:
+                    raw.release_conn()
+            return Response(raw.status, raw.headers, data or b"", url)
+        raise APIConnectionError(f"too many redirects (more than {MAX_REDIRECTS})")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+# -- stream framing --------------------------------------------------------------------------
+
+
+@dataclass
+class SSEEvent:
+    """One server-sent event."""
+
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+    retry: int | None = None
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.data)
+        except ValueError as exc:
+            raise ResponseFormatError(f"stream event is not JSON: {self.data[:200]!r}") from exc
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Split a byte stream into lines on LF, CRLF or CR; decode each as UTF-8."""
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        start = 0
+        while True:
+            n = buf.find(b"\n", start)
+            r = buf.find(b"\r", start, n if n != -1 else len(buf))
+            if r != -1:
+                if r + 1 == len(buf):
+                    break  # a CR at the end: wait to see whether LF follows
+                line = buf[start:r]
+                start = r + 2 if buf[r + 1] == 10 else r + 1
+            elif n != -1:
+                line = buf[start:n]
+                start = n + 1
+            else:
+                break
+            yield _decode(line)
+        buf = buf[start:]
+    if buf:
+        yield _decode(buf.rstrip(b"\r"))
+
+
+def _decode(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResponseFormatError(f"stream is not valid UTF-8: {line[:100]!r}") from exc
+
+
+def iter_sse(chunks: Iterator[bytes]) -> Iterator[SSEEvent]:
+    """Parse server-sent events incrementally (``data:`` with or without the space, comments,
+    multi-line data, CRLF). A trailing event without its blank line is still delivered."""
+    event = SSEEvent()
+    data: list[str] = []
+    has = False
+    for line in _lines(chunks):
+        if not line:
+            if has:
+                event.data = "\n".join(data)
+                yield event
+            event, data, has = SSEEvent(), [], False
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+            has = True
+        elif name == "event":
+            event.event = value
+            has = True
+        elif name == "id":
+            event.id = value
+        elif name == "retry" and value.isdigit():
+            event.retry = int(value)
+    if has:
+        event.data = "\n".join(data)
+        yield event
+
+
+def iter_ndjson(chunks: Iterator[bytes]) -> Iterator[Any]:
+    """Parse newline-delimited JSON incrementally; blank lines are skipped."""
+    for line in _lines(chunks):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise ResponseFormatError(f"NDJSON line is not JSON: {line[:200]!r}") from exc

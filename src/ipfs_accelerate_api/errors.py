@@ -106,6 +106,7 @@ class APIError(AcceleratorError):
         backend: str | None = None,
         body: Any = None,
         code: str | None = None,
+        headers: Any = None,
     ):
         super().__init__(message)
         self.message = message
@@ -114,6 +115,7 @@ class APIError(AcceleratorError):
         self.backend = backend
         self.body = body
         self.code = code
+        self.headers = dict(headers) if headers else {}
 
     def __str__(self) -> str:
         parts = [self.message]

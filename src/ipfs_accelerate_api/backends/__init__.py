@@ -1,0 +1,26 @@
+"""Backends by name: ``backend("openai", api_key=...)``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["BACKENDS", "backend"]
+
+#: name -> "module:Class" (imported on first use, so unused backends cost nothing)
+BACKENDS = {
+    "openai": "ipfs_accelerate_api.backends.openai:OpenAIBackend",
+}
+
+
+def backend(name: str, **options: Any) -> Any:
+    """Create the backend called ``name`` with ``options`` (see :class:`Backend`)."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown backend {name!r}; available: {', '.join(sorted(BACKENDS))}") from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)(**options)

@@ -1,0 +1,416 @@
+"""The request engine every backend shares.
+
+    submit -> priority queue -> worker -> key (pool, per-key limiter) -> breaker -> operation
+           -> classify -> done | retry later (scheduler, no worker held) | fail
+
+An *operation* is any callable ``op(attempt) -> value | OpResult``: an HTTP request built by
+an adapter, a boto3 call, anything. It raises :mod:`ipfs_accelerate_api.errors` exceptions;
+the engine decides what happens next. Every submitted request ends in a result or an
+exception, and :meth:`Engine.close` fails whatever is still waiting with ``ClientClosed``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ..config import BreakerPolicy, RetryPolicy, Secret
+from ..core import CircuitBreaker, Priority, PriorityQueue
+from ..errors import (
+    AcceleratorError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    CircuitOpenError,
+    ClientClosed,
+    PermissionDeniedError,
+    QueueClosed,
+    QueueFull,
+)
+from .keys import KeyPool, KeyState, RateLimitInfo
+from .retry import counts_against_breaker, is_retryable, server_delay
+from .tracking import RequestRecord, Tracker
+
+__all__ = ["Attempt", "Engine", "OpResult", "RateLimitInfo"]
+
+DEFAULT_MAX_CONCURRENCY = 8
+DEFAULT_QUEUE_SIZE = 10_000
+#: A request never waits less than this between attempts (avoids hot loops on bad hints).
+MIN_RETRY_DELAY = 0.001
+
+
+@dataclass
+class OpResult:
+    """An operation's value plus what the engine should learn from it."""
+
+    value: Any
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass
+class Attempt:
+    """Passed to an operation: who is calling, with which key, which try this is."""
+
+    request_id: str
+    key: Secret | None
+    number: int
+    deadline: float | None
+
+
+@dataclass(eq=False)
+class _Call:
+    operation: Callable[[Attempt], Any]
+    op_name: str
+    priority: int
+    est_tokens: float
+    future: Future
+    submitted: float
+    deadline: float | None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    attempts: int = 0
+    started: float | None = None
+    last_key: str | None = None
+
+
+class _Scheduler:
+    """Holds calls that wait (backoff, cooldown, limiter) and re-queues them when due.
+    One thread, started on first use; no worker is held while a call waits."""
+
+    def __init__(self, requeue: Callable[[_Call], None], clock: Callable[[], float]) -> None:
+        self._requeue = requeue
+        self._clock = clock
+        self._heap: list[tuple[float, int, _Call]] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, call: _Call, delay: float) -> None:
+        with self._cv:
+            if self._closed:
+                raise ClientClosed("backend closed")
+            heapq.heappush(self._heap, (self._clock() + delay, next(self._seq), call))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ipfs-accel-scheduler",
+                                                daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and (not self._heap or self._heap[0][0] > self._clock()):
+                    timeout = None if not self._heap else self._heap[0][0] - self._clock()
+                    self._cv.wait(timeout)
+                if self._closed:
+                    return
+                _, _, call = heapq.heappop(self._heap)
+            self._requeue(call)
+
+    def close(self) -> list[_Call]:
+        with self._cv:
+            self._closed = True
+            pending = [c for _, _, c in self._heap]
+            self._heap.clear()
+            self._cv.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        return pending
+
+
+class Engine:
+    """Queue, workers, keys, limits, breaker, retries and tracking for one backend endpoint.
+
+    Args:
+        name: the backend's name (errors and stats carry it).
+        keys: API keys (empty: the service needs none).
+        key_strategy: ``"round_robin"`` or ``"least_loaded"``.
+        max_concurrency: worker threads, i.e. requests in flight at most.
+        queue_size, overflow: the bounded priority queue (``block``/``reject``/``drop_lowest``).
+        rpm, tpm: client-side limits per key.
+        retry, breaker: policies.
+        ratelimit_parser: turns a response's headers into :class:`RateLimitInfo`.
+        on_request_end: called with a :class:`RequestRecord` for every finished request.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        keys: Sequence[Secret] = (),
+        key_strategy: str = "round_robin",
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        overflow: str = "block",
+        rpm: float | None = None,
+        tpm: float | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        ratelimit_parser: Callable[[Mapping[str, str]], RateLimitInfo | None] | None = None,
+        on_request_end: Callable[[RequestRecord], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self.name = name
+        self.retry = retry or RetryPolicy()
+        bp = breaker or BreakerPolicy()
+        self._clock = clock
+        self._queue = PriorityQueue(queue_size, overflow, on_drop=self._dropped)
+        self._keys = KeyPool(keys, strategy=key_strategy, rpm=rpm, tpm=tpm, clock=clock)
+        self._breaker = CircuitBreaker(bp.failure_threshold, bp.recovery_timeout,
+                                       bp.half_open_max_calls, bp.success_threshold)
+        self._tracker = Tracker(name, on_request_end)
+        self._scheduler = _Scheduler(self._requeue, clock)
+        self._ratelimit_parser = ratelimit_parser
+        self._max_concurrency = max_concurrency
+        self._workers: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self._rand = random.Random()
+
+    # -- intake ---------------------------------------------------------------------------
+    def submit(self, operation: Callable[[Attempt], Any], *, op_name: str = "call",
+               priority: int = Priority.NORMAL, est_tokens: float = 0.0,
+               deadline: float | None = None) -> Future:
+        """Queue ``operation``; the returned future resolves to its value or its error."""
+        if self._closed:
+            raise ClientClosed(f"{self.name}: backend is closed")
+        now = self._clock()
+        limit = deadline if deadline is not None else self.retry.deadline
+        call = _Call(operation, op_name, int(priority), float(est_tokens), Future(), now,
+                     None if limit is None else now + limit)
+        self._ensure_workers()
+        self._tracker.submit()
+        try:
+            self._queue.put(call, call.priority)
+        except QueueFull as exc:
+            self._finish(call, exc if exc.args else QueueFull(f"{self.name}: queue full"))
+        except QueueClosed:
+            self._finish(call, ClientClosed(f"{self.name}: backend is closed"))
+        return call.future
+
+    def _ensure_workers(self) -> None:
+        if self._workers:
+            return
+        with self._start_lock:
+            if self._workers or self._closed:
+                return
+            for i in range(self._max_concurrency):
+                t = threading.Thread(target=self._work, name=f"ipfs-accel-{self.name}-{i}",
+                                     daemon=True)
+                t.start()
+                self._workers.append(t)
+
+    def _dropped(self, call: _Call) -> None:
+        self._finish(call, QueueFull(f"{self.name}: dropped for a higher-priority request"))
+
+    def _requeue(self, call: _Call) -> None:
+        if self._closed:
+            self._finish(call, ClientClosed(f"{self.name}: backend closed while waiting"))
+            return
+        try:
+            self._queue.put(call, call.priority, block=False)
+        except QueueFull:
+            self._defer(call, 0.01)  # full of new work: try again shortly, never lose it
+        except QueueClosed:
+            self._finish(call, ClientClosed(f"{self.name}: backend closed while waiting"))
+
+    def _defer(self, call: _Call, delay: float) -> None:
+        try:
+            self._scheduler.add(call, max(MIN_RETRY_DELAY, delay))
+        except ClientClosed as exc:
+            self._finish(call, exc)
+
+    # -- the worker -----------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            try:
+                call = self._queue.get()
+            except QueueClosed:
+                return
+            if self._closed:
+                self._finish(call, ClientClosed(f"{self.name}: backend closed before sending"))
+                continue
+            try:
+                self._run(call)
+            except BaseException as exc:  # never let a worker die with a request in hand
+                if not call.future.done():
+                    self._finish(call, exc)
+
+    def _run(self, call: _Call) -> None:
+        if call.future.done():
+            return
+        now = self._clock()
+        if call.deadline is not None and now >= call.deadline:
+            self._finish(call, APITimeoutError(f"{self.name}: deadline exceeded before an answer",
+                                               backend=self.name))
+            return
+        try:
+            key, wait = self._keys.acquire(call.est_tokens)
+        except AuthenticationError as exc:
+            exc.backend = self.name
+            self._finish(call, exc)
+            return
+        if key is None:
+            self._tracker.limiter_wait(wait)
+            if call.deadline is not None and now + wait > call.deadline:
+                self._finish(call, APITimeoutError(
+                    f"{self.name}: no key or rate budget before the deadline", backend=self.name))
+            else:
+                self._defer(call, wait)
+            return
+        if not self._breaker.allow():
+            self._keys.refund(key, call.est_tokens)
+            ra = self._breaker.retry_after()
+            self._finish(call, CircuitOpenError(
+                f"{self.name}: circuit open, retry in {ra:.1f}s", retry_after=ra, backend=self.name))
+            return
+        call.attempts += 1
+        call.last_key = key.label
+        if call.started is None:
+            call.started = now
+        self._tracker.started(now - call.submitted if call.attempts == 1 else 0.0)
+        attempt = Attempt(call.id, key.secret, call.attempts, call.deadline)
+        try:
+            result = call.operation(attempt)
+        except AcceleratorError as exc:
+            self._tracker.stopped()
+            self._failed(call, key, exc)
+            return
+        except BaseException:
+            self._tracker.stopped()
+            self._breaker.record_success()  # a bug in an operation is not the endpoint's fault
+            self._keys.release(key, ok=False)
+            raise
+        self._tracker.stopped()
+        self._breaker.record_success()
+        if isinstance(result, OpResult):
+            used = result.prompt_tokens + result.completion_tokens
+            self._keys.release(key, ok=True, est_tokens=call.est_tokens, used_tokens=used)
+            self._learn(key, result.headers)
+            self._finish(call, None, result.value, result.prompt_tokens, result.completion_tokens)
+        else:
+            self._keys.release(key, ok=True, est_tokens=call.est_tokens,
+                               used_tokens=call.est_tokens)
+            self._finish(call, None, result)
+
+    def _learn(self, key: KeyState, headers: Mapping[str, str] | None) -> None:
+        if headers and self._ratelimit_parser is not None:
+            info = self._ratelimit_parser(headers)
+            if info is not None:
+                self._keys.sync(key, info)
+
+    def _failed(self, call: _Call, key: KeyState, exc: AcceleratorError) -> None:
+        if getattr(exc, "backend", None) is None and hasattr(exc, "backend"):
+            exc.backend = self.name  # type: ignore[attr-defined]
+        if counts_against_breaker(exc):
+            self._breaker.record_failure()
+        else:
+            self._breaker.record_success()
+        self._keys.release(key, ok=False, est_tokens=call.est_tokens, used_tokens=0)
+        headers = getattr(exc, "headers", None) or {}
+        self._learn(key, headers)
+        hint = server_delay(headers) if headers else None
+        extra_try = False
+        if isinstance(exc, APIStatusError):
+            if exc.status == 429:
+                self._keys.cooldown(key, hint if hint is not None else self._backoff(call))
+            elif isinstance(exc, (AuthenticationError, PermissionDeniedError)):
+                self._keys.disable(key, f"{exc.status} {exc.message[:120]}")
+                extra_try = self._keys.available() > 0  # another key may work
+        retryable = extra_try or is_retryable(exc)
+        if not retryable or call.attempts > self.retry.max_retries + (1 if extra_try else 0):
+            self._finish(call, exc)
+            return
+        if hint is not None and hint > self.retry.max_server_delay:
+            self._finish(call, exc)
+            return
+        delay = 0.0 if extra_try else (hint if hint is not None else self._backoff(call))
+        if call.deadline is not None and self._clock() + delay >= call.deadline:
+            self._finish(call, exc)
+            return
+        self._tracker.retry()
+        self._defer(call, delay)
+
+    def _backoff(self, call: _Call) -> float:
+        return self.retry.backoff(max(1, call.attempts), self._rand.random())
+
+    def _finish(self, call: _Call, exc: BaseException | None, value: Any = None,
+                prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        if call.future.done():
+            return
+        end = self._clock()
+        record = RequestRecord(
+            request_id=call.id, backend=self.name, operation=call.op_name, ok=exc is None,
+            error=None if exc is None else type(exc).__name__, attempts=call.attempts,
+            latency=end - (call.started if call.started is not None else call.submitted),
+            queue_wait=(call.started - call.submitted) if call.started is not None else end - call.submitted,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, key=call.last_key,
+        )
+        try:
+            if exc is None:
+                call.future.set_result(value)
+            else:
+                if isinstance(exc, AcceleratorError) and getattr(exc, "request_id", "x") is None:
+                    exc.request_id = call.id  # type: ignore[attr-defined]
+                call.future.set_exception(exc)
+        except Exception:  # cancelled by the caller meanwhile
+            return
+        self._tracker.finish(record)
+
+    # -- lifecycle and stats --------------------------------------------------------------
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop intake, fail what is still waiting with ``ClientClosed``, let in-flight finish."""
+        if self._closed:
+            return
+        self._closed = True
+        for call in self._scheduler.close():
+            self._finish(call, ClientClosed(f"{self.name}: backend closed while waiting"))
+        self._queue.close()
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        while True:  # anything a worker did not pick up
+            try:
+                call = self._queue.get_nowait()
+            except (QueueClosed, Exception):
+                break
+            self._finish(call, ClientClosed(f"{self.name}: backend closed before sending"))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def keys(self) -> KeyPool:
+        return self._keys
+
+    def stats(self) -> dict[str, Any]:
+        snap = self._tracker.snapshot()
+        q = self._queue.stats()
+        snap.update({
+            "backend": self.name,
+            "queue_depth": q["depth"],
+            "queue": q,
+            "waiting": len(self._scheduler),
+            "breaker": self._breaker.stats(),
+            "keys": self._keys.stats(),
+        })
+        return snap

@@ -1,0 +1,136 @@
+"""Request tracking: counters, bounded-memory latency histograms, and the end-of-request hook."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["Histogram", "RequestRecord", "Tracker"]
+
+
+class Histogram:
+    """Log-spaced buckets from 10 µs to ~1 h (5% wide): percentiles in constant memory."""
+
+    _BASE = 1.05
+    _MIN = 1e-5
+
+    def __init__(self) -> None:
+        self._counts: Counter[int] = Counter()
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        b = 0 if seconds <= self._MIN else int(math.log(seconds / self._MIN, self._BASE)) + 1
+        self._counts[b] += 1
+        self.count += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+
+    def percentile(self, p: float) -> float | None:
+        if not self.count:
+            return None
+        rank = p / 100.0 * self.count
+        seen = 0
+        for b in sorted(self._counts):
+            seen += self._counts[b]
+            if seen >= rank:
+                upper = self._MIN * self._BASE ** b
+                return min(upper, self.max)
+        return self.max
+
+    def summary(self) -> dict[str, float | None]:
+        return {"p50": self.percentile(50), "p90": self.percentile(90),
+                "p99": self.percentile(99), "max": self.max if self.count else None,
+                "mean": self.total / self.count if self.count else None, "count": self.count}
+
+
+@dataclass
+class RequestRecord:
+    """What ``on_request_end`` receives for every finished request."""
+
+    request_id: str
+    backend: str
+    operation: str
+    ok: bool
+    error: str | None
+    attempts: int
+    latency: float
+    queue_wait: float
+    prompt_tokens: int
+    completion_tokens: int
+    key: str | None
+
+
+class Tracker:
+    def __init__(self, backend: str, hook: Callable[[RequestRecord], Any] | None = None) -> None:
+        self.backend = backend
+        self.hook = hook
+        self._lock = threading.Lock()
+        self.submitted = self.succeeded = self.failed = self.retried = self.in_flight = 0
+        self.deferred = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.errors: Counter[str] = Counter()
+        self.latency = Histogram()
+        self.queue_wait = Histogram()
+        self.limiter_waits = 0
+        self.limiter_wait_seconds = 0.0
+
+    def submit(self) -> None:
+        with self._lock:
+            self.submitted += 1
+
+    def started(self, wait: float) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.queue_wait.add(wait)
+
+    def stopped(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def retry(self) -> None:
+        with self._lock:
+            self.retried += 1
+
+    def limiter_wait(self, seconds: float) -> None:
+        with self._lock:
+            self.limiter_waits += 1
+            self.limiter_wait_seconds += seconds
+
+    def finish(self, record: RequestRecord) -> None:
+        with self._lock:
+            if record.ok:
+                self.succeeded += 1
+                self.latency.add(record.latency)
+            else:
+                self.failed += 1
+                self.errors[record.error or "Unknown"] += 1
+            self.prompt_tokens += record.prompt_tokens
+            self.completion_tokens += record.completion_tokens
+        if self.hook is not None:
+            try:
+                self.hook(record)
+            except Exception:  # a broken hook must not lose the request
+                pass
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "submitted": self.submitted,
+                "succeeded": self.succeeded,
+                "failed": self.failed,
+                "retried": self.retried,
+                "in_flight": self.in_flight,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "errors": dict(self.errors),
+                "latency": self.latency.summary(),
+                "queue_wait": self.queue_wait.summary(),
+                "limiter_waits": self.limiter_waits,
+                "limiter_wait_seconds": self.limiter_wait_seconds,
+            }

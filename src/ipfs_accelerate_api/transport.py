@@ -63,6 +63,7 @@ class Response:
             for chunk in self.raw.stream(STREAM_CHUNK, decode_content=True):
                 if chunk:
                     yield chunk
+            self._complete = True
         except (ReadTimeoutError, Urllib3TimeoutError) as exc:
             raise APITimeoutError(f"stream read timed out: {exc}") from exc
         except (ProtocolError, HTTPError, OSError) as exc:
@@ -70,10 +71,15 @@ class Response:
         finally:
             self.close()
 
+    _complete = False
+
     def close(self) -> None:
-        if self.raw is not None:
-            self.raw.release_conn()
-            self.raw = None
+        """Give the connection back; one left mid-stream is closed, never reused."""
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            if not self._complete:
+                raw.close()
+            raw.release_conn()
 
 
 class Transport:

@@ -131,8 +131,12 @@ class OpenAIBackend(Backend):
                                  usage=usage, tool_calls=delta.get("tool_calls") or [], raw=obj)
 
             # The first event is read here, inside the engine: failures so far are retried.
-            first = next(events, None)
-            head = chunk_of(first) if first is not None else None
+            try:
+                first = next(events, None)
+                head = chunk_of(first) if first is not None else None
+            except BaseException:
+                events.close()
+                raise
 
             def rest() -> Iterator[ChatChunk]:
                 done = first is None or head is None
@@ -151,6 +155,8 @@ class OpenAIBackend(Backend):
                     raise StreamInterrupted(
                         f"{name}: stream broke after it started ({type(exc).__name__})",
                         partial_text="".join(received), backend=name) from exc
+                finally:
+                    events.close()  # closes the connection if we stop early
                 if not done:
                     raise StreamInterrupted(f"{name}: stream ended without [DONE]",
                                             partial_text="".join(received), backend=name)

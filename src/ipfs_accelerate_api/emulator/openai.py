@@ -126,6 +126,13 @@ class OpenAIService(Service):
         messages = body["messages"]
         if not isinstance(messages, list) or not messages:
             raise APIFailure(400, "messages must be a non-empty array", param="messages")
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or "role" not in m:
+                raise APIFailure(400, f"Missing required parameter: 'messages[{i}].role'.",
+                                 param=f"messages[{i}].role")
+            if "content" not in m and not m.get("tool_calls"):
+                raise APIFailure(400, f"Missing required parameter: 'messages[{i}].content'.",
+                                 param=f"messages[{i}].content")
         prompt = "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or 16
         text = reply_text(prompt, self.seed, int(limit))

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from ipfs_accelerate_api import RetryPolicy, backend
+from ipfs_accelerate_api.emulator import Emulator
+
+FAST_RETRY = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01)
+
+
+@pytest.fixture
+def emu():
+    with Emulator(seed=1) as e:
+        yield e
+
+
+@pytest.fixture
+def make(emu):
+    """Create OpenAI backends against the emulator; all are closed after the test."""
+    made = []
+
+    def factory(**options):
+        options.setdefault("base_url", emu.base_url("openai"))
+        if "api_keys" not in options:
+            options.setdefault("api_key", "sk-test")
+        options.setdefault("retry", FAST_RETRY)
+        b = backend("openai", **options)
+        made.append(b)
+        return b
+
+    yield factory
+    for b in made:
+        b.close()
+
+
+MSG = [{"role": "user", "content": "hello there"}]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
@@ -39,6 +40,8 @@ from .retry import counts_against_breaker, is_retryable, server_delay
 from .tracking import RequestRecord, Tracker
 
 __all__ = ["Attempt", "Engine", "OpResult", "RateLimitInfo"]
+
+log = logging.getLogger("ipfs_accelerate_api.engine")
 
 DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_QUEUE_SIZE = 10_000
@@ -265,6 +268,8 @@ class Engine:
             self._finish(call, exc)
             return
         if key is None:
+            log.debug("%s %s %s: no key or rate budget now; waiting %.3fs", self.name,
+                      call.op_name, call.id, wait)
             self._tracker.limiter_wait(wait)
             if call.deadline is not None and now + wait > call.deadline:
                 self._finish(call, APITimeoutError(
@@ -333,15 +338,23 @@ class Engine:
                 extra_try = self._keys.available() > 0  # another key may work
         retryable = extra_try or is_retryable(exc)
         if not retryable or call.attempts > self.retry.max_retries + (1 if extra_try else 0):
+            log.debug("%s %s %s: giving up after %d attempt(s): %s", self.name, call.op_name,
+                      call.id, call.attempts, type(exc).__name__)
             self._finish(call, exc)
             return
         if hint is not None and hint > self.retry.max_server_delay:
+            log.debug("%s %s %s: server asks for %.1fs, more than max_server_delay",
+                      self.name, call.op_name, call.id, hint)
             self._finish(call, exc)
             return
         delay = 0.0 if extra_try else (hint if hint is not None else self._backoff(call))
         if call.deadline is not None and self._clock() + delay >= call.deadline:
+            log.debug("%s %s %s: no time left before the deadline", self.name, call.op_name, call.id)
             self._finish(call, exc)
             return
+        log.debug("%s %s %s: attempt %d on %s failed (%s); retry in %.3fs (%s)", self.name,
+                  call.op_name, call.id, call.attempts, key.label, type(exc).__name__, delay,
+                  "server hint" if hint is not None else "backoff")
         self._tracker.retry()
         self._defer(call, delay)
 

@@ -120,9 +120,25 @@ def test_4xx_does_not_trip_the_breaker(make, emu) -> None:
     assert ai.engine.breaker.state is BreakerState.CLOSED
 
 
-def _open_fds() -> int | None:
+def _client_sockets(port: int) -> int | None:
+    """Open TCP sockets of this process connected *to* ``port`` (Linux /proc; None elsewhere)."""
     try:
-        return len(os.listdir("/proc/self/fd"))
+        inodes = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as fh:
+                for line in fh.readlines()[1:]:
+                    parts = line.split()
+                    if int(parts[2].rsplit(":", 1)[1], 16) == port and parts[9] in inodes:
+                        count += 1
+        return count
     except OSError:
         return None
 
@@ -133,8 +149,9 @@ def test_ten_thousand_requests_under_faults(emu) -> None:
 
     emu.config("openai").faults = FaultPlan(
         rate=0.2, kinds=["500", "503", "429", "reset", "malformed", "wrong_shape", "truncate"], seed=7)
-    threads_before = threading.active_count()
-    fds_before = _open_fds()
+    ours = lambda: [t.name for t in threading.enumerate()  # noqa: E731
+                    if t.name.startswith("ipfs-accel-") and t.name != "ipfs-accel-emulator"]
+    assert ours() == []
     ai = backend("openai", base_url=emu.base_url("openai"), api_keys=["k1", "k2", "k3", "k4"],
                  max_concurrency=16,
                  retry=RetryPolicy(max_retries=6, base_delay=0.001, max_delay=0.005),
@@ -155,11 +172,11 @@ def test_ten_thousand_requests_under_faults(emu) -> None:
     ids = emu.record("openai").request_ids
     assert len(set(ids)) == n  # every request reached the server, retries reuse their id
     assert s["retried"] == len(ids) - n  # and nothing was sent twice beyond its retries
+    assert _client_sockets(emu.port) not in (0,)  # the check sees our pooled connections
     ai.close()
     gc.collect()
-    _wait_until(lambda: threading.active_count() <= threads_before, timeout=10)
-    if fds_before is not None:
-        _wait_until(lambda: _open_fds() <= fds_before + 2, timeout=10)
+    assert ours() == []  # workers, scheduler: all gone
+    assert _client_sockets(emu.port) in (0, None)  # every connection we opened is closed
 
 
 CANARY = "sk-canary-7f3a9c1e5b"

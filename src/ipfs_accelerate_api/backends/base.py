@@ -179,7 +179,14 @@ class Backend:
                                    est_tokens=plan.est_tokens)
 
     def _run(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Any:
-        return self.submit(method, *args, priority=priority, **kwargs).result()
+        if method == "embed":
+            return self._submit_embed(*args, priority=priority, sync=True, **kwargs).result()
+        planner = getattr(self, f"_plan_{method}", None)
+        if planner is None:
+            raise UnsupportedOperation(f"{self.name} has no operation {method!r}")
+        plan: Plan = planner(*args, **kwargs)
+        return self._engine.call(plan.operation, op_name=method, priority=priority,
+                                 est_tokens=plan.est_tokens)
 
     async def _arun(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.wrap_future(self.submit(method, *args, **kwargs))
@@ -226,7 +233,7 @@ class Backend:
         raise UnsupportedOperation(f"{self.name} has no operation 'embed'")
 
     def _submit_embed(self, texts: str | Sequence[str], *, model: str,
-                      priority: int = Priority.NORMAL, **params: Any) -> Future:
+                      priority: int = Priority.NORMAL, sync: bool = False, **params: Any) -> Future:
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
@@ -241,6 +248,17 @@ class Backend:
             return self._engine.submit(plan.operation, op_name="embed", priority=prio,
                                        est_tokens=plan.est_tokens)
 
+        def send_now(batch: list[str], prio: int) -> Future:
+            """In the caller's thread when it waits anyway (no hand-off)."""
+            fut: Future = Future()
+            plan = self._plan_embed(batch, model=model, **params)
+            try:
+                fut.set_result(self._engine.call(plan.operation, op_name="embed", priority=prio,
+                                                 est_tokens=plan.est_tokens))
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
+
         if len(texts) < self._batch_size and self._batch_timeout > 0:
             key = (model, json.dumps(params, sort_keys=True, default=str))
             batcher = self._batchers.get(key)
@@ -248,10 +266,21 @@ class Backend:
                 batcher = self._batchers.setdefault(key, Batcher(
                     send, batch_size=self._batch_size, batch_timeout=self._batch_timeout,
                     split=_split_rows))
+            # Nothing pending or in flight: send now. Calls that arrive meanwhile are batched.
+            if batcher.begin_direct():
+                try:
+                    fut = (send_now if sync else send)(texts, priority)
+                except BaseException:
+                    batcher.end_direct()
+                    raise
+                fut.add_done_callback(lambda _f: batcher.end_direct())
+                return fut
             return batcher.add(texts, priority)
         lengths = [estimate_tokens(t) for t in texts]
-        ranges = pack_batches(lengths, self._batch_size, self.embed_max_tokens)
-        futures = [send(texts[s:e], priority) for s, e in ranges.tolist()]
+        ranges = pack_batches(lengths, self._batch_size, self.embed_max_tokens).tolist()
+        if sync and len(ranges) == 1:
+            return send_now(texts, priority)
+        futures = [send(texts[s:e], priority) for s, e in ranges]
         return gather(futures, lambda parts: np.vstack(parts) if len(parts) > 1 else parts[0])
 
     # -- lifecycle --------------------------------------------------------------------------

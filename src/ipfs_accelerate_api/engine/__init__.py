@@ -179,6 +179,8 @@ class Engine:
         self._scheduler = _Scheduler(self._requeue, clock)
         self._ratelimit_parser = ratelimit_parser
         self._max_concurrency = max_concurrency
+        # One slot per request in flight, taken by workers and by callers that run inline.
+        self._slots = threading.BoundedSemaphore(max_concurrency)
         self._workers: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._closed = False
@@ -204,6 +206,36 @@ class Engine:
         except QueueClosed:
             self._finish(call, ClientClosed(f"{self.name}: backend is closed"))
         return call.future
+
+    def call(self, operation: Callable[[Attempt], Any], *, op_name: str = "call",
+             priority: int = Priority.NORMAL, est_tokens: float = 0.0,
+             deadline: float | None = None) -> Any:
+        """Run ``operation`` and wait for its value (raising its error).
+
+        When nothing is queued and a concurrency slot is free, the first attempt runs right in
+        the calling thread (no hand-off to a worker, no priority is overtaken); anything that
+        has to wait (a retry, a cooldown, a rate limit) goes through the queue as usual.
+        """
+        if self._closed:
+            raise ClientClosed(f"{self.name}: backend is closed")
+        if self._queue.empty() and self._slots.acquire(blocking=False):
+            now = self._clock()
+            limit = deadline if deadline is not None else self.retry.deadline
+            c = _Call(operation, op_name, int(priority), float(est_tokens), Future(), now,
+                      None if limit is None else now + limit)
+            self._tracker.submit()
+            try:
+                self._run(c)
+            except BaseException as exc:
+                if not c.future.done():
+                    self._finish(c, exc)
+            finally:
+                self._slots.release()
+            if not c.future.done():
+                self._ensure_workers()  # it was deferred: a worker will pick it up
+            return c.future.result()
+        return self.submit(operation, op_name=op_name, priority=priority, est_tokens=est_tokens,
+                           deadline=deadline).result()
 
     def _ensure_workers(self) -> None:
         if self._workers:
@@ -247,11 +279,14 @@ class Engine:
             if self._closed:
                 self._finish(call, ClientClosed(f"{self.name}: backend closed before sending"))
                 continue
+            self._slots.acquire()
             try:
                 self._run(call)
             except BaseException as exc:  # never let a worker die with a request in hand
                 if not call.future.done():
                     self._finish(call, exc)
+            finally:
+                self._slots.release()
 
     def _run(self, call: _Call) -> None:
         if call.future.done():

@@ -28,6 +28,22 @@ class Batcher:
         self._first = 0.0
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._in_flight = 0
+
+    def begin_direct(self) -> bool:
+        """True (and counted in flight) if nothing is pending or in flight: the caller may send
+        its items at once, without waiting for company."""
+        with self._cv:
+            if self._pending or self._in_flight or self._closed:
+                return False
+            self._in_flight += 1
+            return True
+
+    def end_direct(self) -> None:
+        """A direct send has been handed over; pending calls may be flushed."""
+        with self._cv:
+            self._in_flight -= 1
+            self._cv.notify()
 
     def add(self, items: Sequence[Any], priority: int) -> Future:
         fut: Future = Future()
@@ -63,7 +79,7 @@ class Batcher:
         while True:
             with self._cv:
                 while not self._closed:
-                    if self._pending and (self._count >= self._size
+                    if self._pending and (self._count >= self._size or self._in_flight == 0
                                           or time.monotonic() - self._first >= self._timeout):
                         break
                     wait = None if not self._pending else self._timeout - (time.monotonic() - self._first)
@@ -77,12 +93,16 @@ class Batcher:
         items = [x for entry in batch for x in entry[0]]
         sizes = [len(entry[0]) for entry in batch]
         priority = min(entry[1] for entry in batch)
+        with self._cv:
+            self._in_flight += 1
         try:
             combined = self._send(items, priority)
         except BaseException as exc:
+            self.end_direct()
             for _, _, fut in batch:
                 fut.set_exception(exc)
             return
+        combined.add_done_callback(lambda _f: self.end_direct())
 
         def done(f: Future) -> None:
             exc = f.exception()

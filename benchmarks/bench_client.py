@@ -43,6 +43,14 @@ EMBED_JSON = json.dumps({
              for i in range(8)],
     "usage": {"prompt_tokens": 16, "total_tokens": 16},
 })
+#: The same vectors as JSON floats (what a server that ignores encoding_format sends).
+EMBED_FLOAT_JSON = json.dumps({
+    "object": "list", "model": "text-embedding-3-small",
+    "data": [{"object": "embedding", "index": i,
+              "embedding": np.frombuffer(base64.b64decode(d["embedding"]), "<f4").tolist()}
+             for i, d in enumerate(json.loads(EMBED_JSON)["data"])],
+    "usage": {"prompt_tokens": 16, "total_tokens": 16},
+})
 
 
 def _free_port() -> int:
@@ -78,10 +86,12 @@ http {{
     # nginx will not serve a static file to POST: answer 405, then serve the canned file as 200.
     location = /v1/chat/completions {{ error_page 405 =200 /chat.json; return 405; }}
     location = /v1/embeddings {{ error_page 405 =200 /embed.json; return 405; }}
+    location = /float/v1/embeddings {{ error_page 405 =200 /embed_float.json; return 405; }}
   }}
 }}
 """
-    for name, body in (("chat.json", CHAT_JSON), ("embed.json", EMBED_JSON)):
+    for name, body in (("chat.json", CHAT_JSON), ("embed.json", EMBED_JSON),
+                       ("embed_float.json", EMBED_FLOAT_JSON)):
         with open(os.path.join(tmp, name), "w") as fh:
             fh.write(body)
     path = os.path.join(tmp, "nginx.conf")
@@ -96,11 +106,14 @@ http {{
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                pytest.skip(f"nginx did not start: {proc.stderr.read().decode()[:300]}")
+                err = proc.stderr.read().decode()[:300]
+                proc.stderr.close()
+                pytest.skip(f"nginx did not start: {err}")
             time.sleep(0.05)
     yield f"http://127.0.0.1:{port}/v1"
     proc.terminate()
     proc.wait(10)
+    proc.stderr.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -162,7 +175,10 @@ def test_chat_requests(benchmark, server):
 
     per_op(benchmark, N_SEQ)
     benchmark.extra_info["impl"] = "requests"
-    benchmark(run)
+    try:
+        benchmark(run)
+    finally:
+        session.close()
 
 
 @pytest.mark.benchmark(group="client: chat, sequential")
@@ -199,16 +215,21 @@ def test_chat_litellm(benchmark, server):
 TEXTS = [f"text number {i}" for i in range(8)]
 
 
+def _base(server, answer):
+    return server if answer == "base64" else server.replace("/v1", "/float/v1")
+
+
 @pytest.mark.benchmark(group="client: embed 8 x 384")
-def test_embed_ours(benchmark, server):
-    ai = _ours(server, max_concurrency=1)
+@pytest.mark.parametrize("answer", ["base64", "float"])
+def test_embed_ours(benchmark, server, answer):
+    ai = _ours(_base(server, answer), max_concurrency=1)
 
     def run():
         for _ in range(N_SEQ):
             ai.embed(TEXTS, model="text-embedding-3-small")
 
     per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = "ipfs_accelerate_api"
+    benchmark.extra_info["impl"] = f"ipfs_accelerate_api ({answer} answer)"
     try:
         out = ai.embed(TEXTS, model="text-embedding-3-small")
         assert out.shape == (8, 384)
@@ -218,9 +239,10 @@ def test_embed_ours(benchmark, server):
 
 
 @pytest.mark.benchmark(group="client: embed 8 x 384")
-def test_embed_openai_sdk(benchmark, server):
+@pytest.mark.parametrize("answer", ["base64", "float"])
+def test_embed_openai_sdk(benchmark, server, answer):
     openai = pytest.importorskip("openai")
-    client = openai.OpenAI(base_url=server, api_key="sk-bench", max_retries=0)
+    client = openai.OpenAI(base_url=_base(server, answer), api_key="sk-bench", max_retries=0)
     n = max(5, N_SEQ // 10)
 
     def run():
@@ -229,7 +251,7 @@ def test_embed_openai_sdk(benchmark, server):
             np.array([d.embedding for d in r.data], dtype=np.float32)
 
     per_op(benchmark, n)
-    benchmark.extra_info["impl"] = "openai SDK (to numpy)"
+    benchmark.extra_info["impl"] = f"openai SDK ({answer} answer, to numpy)"
     benchmark(run)
 
 

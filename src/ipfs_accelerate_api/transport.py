@@ -14,6 +14,8 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -33,6 +35,63 @@ AUTH_HEADERS = frozenset(
 )
 MAX_REDIRECTS = 5
 STREAM_CHUNK = 8192
+
+
+class _OneWriteMixin:
+    """Send the request head and a small bytes body in one write.
+
+    urllib3 writes the headers and the body separately: two segments, and on a busy or
+    virtualised host two wake-ups of the server before it can answer. Joining them cuts the
+    per-request latency noticeably. Anything but a plain bytes body takes the usual path.
+    """
+
+    _one_write_body: bytes | None = None
+
+    def request(self, method: str, url: str, body: Any = None, headers: Any = None,
+                **kwargs: Any) -> None:
+        if (isinstance(body, bytes) and body and len(body) <= ONE_WRITE_MAX
+                and not kwargs.get("chunked")):
+            headers = dict(headers or {})
+            headers["Content-Length"] = str(len(body))
+            self._one_write_body = body
+            try:
+                super().request(method, url, body=None, headers=headers, **kwargs)  # type: ignore[misc]
+            finally:
+                self._one_write_body = None
+            return
+        super().request(method, url, body=body, headers=headers, **kwargs)  # type: ignore[misc]
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        body = self._one_write_body
+        buffer = getattr(self, "_buffer", None)
+        if body is None or message_body is not None or not isinstance(buffer, list):
+            super()._send_output(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
+            return
+        self._one_write_body = None
+        buffer.extend((b"", b""))
+        head = b"\r\n".join(buffer)
+        del buffer[:]
+        self.send(head + body)  # type: ignore[attr-defined]
+
+
+#: Bodies up to this size go out in the same write as the headers.
+ONE_WRITE_MAX = 1 << 20
+
+
+class _Connection(_OneWriteMixin, HTTPConnection):
+    pass
+
+
+class _TLSConnection(_OneWriteMixin, HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
 
 
 @dataclass
@@ -101,13 +160,28 @@ class Transport:
             retries=False,
             cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
         )
+        self._pool.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+        self._hosts: dict[str, Any] = {}  # "scheme://netloc" -> connection pool (fast lookup)
+        self._default_timeout = self._timeout(None)
 
     def close(self) -> None:
+        self._hosts.clear()
         self._pool.clear()
 
     def _timeout(self, override: Timeouts | None) -> urllib3.Timeout:
         t = override or self.timeouts
         return urllib3.Timeout(connect=t.connect, read=t.read, total=t.total)
+
+    def _pool_for(self, url: str) -> tuple[Any, str]:
+        """The connection pool for ``url``'s origin and the request target (path + query)."""
+        scheme, sep, rest = url.partition("://")
+        slash = rest.find("/")
+        netloc, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+        origin = scheme + sep + netloc
+        pool = self._hosts.get(origin)
+        if pool is None:
+            pool = self._hosts.setdefault(origin, self._pool.connection_from_url(origin))
+        return pool, target
 
     def request(
         self,
@@ -124,18 +198,21 @@ class Transport:
         dropped when a redirect leaves the original host)."""
         hdrs = dict(headers or {})
         origin = urlsplit(url)[:2]
-        timeout = self._timeout(timeouts)
+        timeout = self._default_timeout if timeouts is None else self._timeout(timeouts)
         for _ in range(MAX_REDIRECTS + 1):
             try:
+                pool, target = self._pool_for(url)
                 if fields is not None:
-                    raw = self._pool.request(
-                        method, url, fields=fields, headers=hdrs, timeout=timeout,
+                    raw = pool.request(
+                        method, target, fields=fields, headers=hdrs, timeout=timeout,
                         retries=False, redirect=False, preload_content=not stream,
+                        assert_same_host=False,
                     )
                 else:
-                    raw = self._pool.urlopen(
-                        method, url, body=body, headers=hdrs, timeout=timeout,
+                    raw = pool.urlopen(
+                        method, target, body=body, headers=hdrs, timeout=timeout,
                         retries=False, redirect=False, preload_content=not stream,
+                        assert_same_host=False,
                     )
             except (ConnectTimeoutError, ReadTimeoutError, Urllib3TimeoutError) as exc:
                 raise APITimeoutError(f"{method} timed out: {exc.__class__.__name__}") from exc

@@ -9,6 +9,7 @@ HTTP error statuses are *not* raised here: the adapter maps the body to the righ
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
@@ -160,13 +161,33 @@ class Transport:
             retries=False,
             cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
         )
-        self._pool.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+        # Every connection this transport opens is registered, so close() can close them all,
+        # including any a failed exchange left checked out of its pool.
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        registry = self._connections
+
+        class Conn(_Connection):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                registry.add(self)
+
+        class TLSConn(_TLSConnection):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                registry.add(self)
+
+        self._pool.pool_classes_by_scheme = {
+            "http": type("Pool", (_Pool,), {"ConnectionCls": Conn}),
+            "https": type("TLSPool", (_TLSPool,), {"ConnectionCls": TLSConn}),
+        }
         self._hosts: dict[str, Any] = {}  # "scheme://netloc" -> connection pool (fast lookup)
         self._default_timeout = self._timeout(None)
 
     def close(self) -> None:
         self._hosts.clear()
         self._pool.clear()
+        for conn in list(self._connections):
+            conn.close()
 
     def _timeout(self, override: Timeouts | None) -> urllib3.Timeout:
         t = override or self.timeouts

@@ -227,3 +227,34 @@ def test_auth_error_when_every_key_is_bad(make, emu) -> None:
     with pytest.raises(AuthenticationError, match="disabled"):
         ai.list_models()
     assert ai.stats()["keys"]["openai-key-1"]["disabled"].startswith("401")
+
+
+def test_async_media_forms(make) -> None:
+    ai = make()
+
+    async def main():
+        return await asyncio.gather(ai.agenerate_image("a dog"), ai.atranscribe(b"abc"),
+                                    ai.aspeech("hi"))
+
+    images, text, audio = asyncio.run(main())
+    assert images[0].startswith(b"\x89PNG") and text.startswith("transcript") and audio
+
+
+def test_read_timeout_is_typed(make, emu) -> None:
+    from ipfs_accelerate_api import Timeouts
+    from ipfs_accelerate_api.errors import APITimeoutError
+
+    emu.config("openai").faults = FaultPlan(script=["timeout"], timeout_delay=1.0)
+    ai = make(timeout=Timeouts(connect=1, read=0.2), retry=RetryPolicy(max_retries=0))
+    with pytest.raises(APITimeoutError):
+        ai.list_models()
+    assert ai.list_models()  # the next request is fine
+
+
+def test_emulator_capacity_limits_concurrency(make, emu) -> None:
+    emu.config("openai").latency = 0.01
+    emu.config("openai").capacity = 2
+    ai = make(max_concurrency=6)
+    for f in [ai.submit("list_models") for _ in range(24)]:
+        f.result()
+    assert emu.stats("openai")["peak_concurrency"] == 2  # served at once; the rest waited

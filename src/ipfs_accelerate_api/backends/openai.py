@@ -17,7 +17,7 @@ from .._enums import Priority
 from ..config import Secret
 from ..engine import OpResult, RateLimitInfo
 from ..engine.retry import parse_duration
-from ..errors import APIStatusError, ResponseFormatError, StreamInterrupted, status_error_class
+from ..errors import ResponseFormatError, StreamInterrupted
 from ..transport import Response, iter_sse
 from ..types import ChatChunk, ChatMessage, ChatResponse, CompletionResponse, ToolCall, Usage
 from .base import Backend, Plan, estimate_tokens
@@ -264,6 +264,15 @@ class OpenAIBackend(Backend):
                priority: int = Priority.NORMAL, **params: Any) -> bytes:
         """Spoken ``text`` as audio bytes (mp3 unless ``response_format`` says otherwise)."""
         return self._run("speech", text, model=model, voice=voice, priority=priority, **params)
+
+    async def agenerate_image(self, prompt: str, **kw: Any) -> list[bytes | str]:
+        return await self._arun("generate_image", prompt, **{"model": "dall-e-3", **kw})
+
+    async def atranscribe(self, file: Any, **kw: Any) -> str:
+        return await self._arun("transcribe", file, **{"model": "whisper-1", **kw})
+
+    async def aspeech(self, text: str, **kw: Any) -> bytes:
+        return await self._arun("speech", text, **{"model": "tts-1", "voice": "alloy", **kw})
 
     def _plan_speech(self, text: str, *, model: str, voice: str, **params: Any) -> Plan:
         body = {"model": model, "input": text, "voice": voice, **params}

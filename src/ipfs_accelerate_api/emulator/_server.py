@@ -137,8 +137,18 @@ class Service:
         self._buckets: dict[tuple[str, str], list[float]] = {}
         self._rng = random.Random(config.faults.seed)
         self._count = 0
-        self._capacity = threading.BoundedSemaphore(config.capacity) if config.capacity else None
+        self._capacity: tuple[int, threading.BoundedSemaphore] | None = None
         self.record = Record()
+
+    def capacity(self) -> threading.BoundedSemaphore | None:
+        """The semaphore for ``config.capacity`` (rebuilt when the setting changes)."""
+        cap = self.config.capacity
+        if not cap:
+            return None
+        with self._lock:
+            if self._capacity is None or self._capacity[0] != cap:
+                self._capacity = (cap, threading.BoundedSemaphore(cap))
+            return self._capacity[1]
 
     # -- what a subclass provides ---------------------------------------------------------
     def read_key(self, req: Request) -> str | None:
@@ -310,17 +320,16 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         req = Request(self.command, sub, parse_qs(parts.query), headers, body, None, {})
         req.key = service.read_key(req)
+        sem = service.capacity()
+        if sem is not None:
+            sem.acquire()  # over capacity: wait, like a saturated server
         service.record.begin(req)
         try:
-            if service._capacity:
-                service._capacity.acquire()
-            try:
-                self._serve(service, req)
-            finally:
-                if service._capacity:
-                    service._capacity.release()
+            self._serve(service, req)
         finally:
             service.record.end()
+            if sem is not None:
+                sem.release()
 
     def _serve(self, service: Service, req: Request) -> None:
         cfg = service.config

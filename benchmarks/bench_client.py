@@ -197,6 +197,7 @@ def test_chat_openai_sdk(benchmark, server):
 
 @pytest.mark.benchmark(group="client: chat, sequential")
 def test_chat_litellm(benchmark, server):
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
     litellm = pytest.importorskip("litellm")
     n = max(5, N_SEQ // 10)
 
@@ -301,7 +302,8 @@ def _import_time(module: str) -> float:
     best = float("inf")
     for _ in range(2 if QUICK else 5):
         t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, env=env)
         elapsed = time.perf_counter() - t
         if r.returncode != 0:
             pytest.skip(f"{module} not importable")

@@ -195,6 +195,7 @@ def test_chat_openai_sdk(benchmark, server):
     benchmark(run)
 
 
+@pytest.mark.filterwarnings("ignore")  # litellm's own import-time warnings
 @pytest.mark.benchmark(group="client: chat, sequential")
 def test_chat_litellm(benchmark, server):
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import

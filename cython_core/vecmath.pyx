@@ -17,7 +17,9 @@ from ipfs_accelerate_api.core._pure.vecmath import (
     as_float_array, as_rows, check_out, check_pair, check_k, QUERY_BLOCK, CORPUS_BLOCK,
 )
 
-from libc.math cimport sqrt, INFINITY
+from libc.math cimport sqrt, INFINITY, fabs, nextafterf
+from libc.stdlib cimport strtof
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport int64_t
 from libc.stddef cimport ptrdiff_t
 cimport cython
@@ -304,3 +306,128 @@ def top_k(queries, corpus, k, normalized=False):
     if q_1d:
         return out_s[0], out_i[0]
     return out_s, out_i
+
+
+cdef inline bint _is_space(char c) noexcept nogil:
+    return c == 32 or c == 9 or c == 10 or c == 13
+
+
+cdef double[23] _POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                          1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
+
+
+cdef inline const char* _number(const char* p, const char* end, float* out) noexcept nogil:
+    """Parse one decimal number (JSON grammar) at ``p``; NULL if there is none.
+
+    The mantissa (up to 19 digits) times an exact power of ten is computed in double, within
+    a few double ulps of the true value, then rounded to float32. That rounding is the correct
+    one unless the value lies within that error of a float32 rounding midpoint; those rare
+    cases, and large exponents, go to strtof. Several times faster than strtof alone.
+    """
+    cdef const char* start = p
+    cdef bint neg = False
+    cdef unsigned long long mant = 0
+    cdef int digits = 0, dropped = 0, frac = 0, e = 0, esign = 1, k
+    cdef bint any_digit = False
+    cdef double v
+    if p < end and (p[0] == 45 or p[0] == 43):  # '-' '+'
+        neg = p[0] == 45
+        p += 1
+    while p < end and 48 <= p[0] <= 57:
+        any_digit = True
+        if digits < 19:
+            mant = mant * 10 + <unsigned long long>(p[0] - 48)
+            if mant:
+                digits += 1
+        else:
+            dropped += 1
+        p += 1
+    if p < end and p[0] == 46:  # '.'
+        p += 1
+        while p < end and 48 <= p[0] <= 57:
+            any_digit = True
+            if digits < 19:
+                mant = mant * 10 + <unsigned long long>(p[0] - 48)
+                if mant:
+                    digits += 1
+                frac += 1
+            p += 1
+    if not any_digit:
+        return NULL
+    if p < end and (p[0] == 101 or p[0] == 69):  # 'e' 'E'
+        p += 1
+        if p < end and (p[0] == 45 or p[0] == 43):
+            esign = -1 if p[0] == 45 else 1
+            p += 1
+        if not (p < end and 48 <= p[0] <= 57):
+            return NULL
+        while p < end and 48 <= p[0] <= 57:
+            if e < 100000:
+                e = e * 10 + (p[0] - 48)
+            p += 1
+    k = esign * e + dropped - frac
+    v = <double>mant
+    cdef float f
+    cdef double half
+    if 0 <= k <= 22:
+        v = v * _POW10[k]
+    elif -22 <= k < 0:
+        v = v / _POW10[-k]
+    else:
+        return _strtof(start, out)
+    f = <float>v
+    if digits > 15 or dropped:  # v may be off by a few double ulps: near a midpoint?
+        half = (<double>nextafterf(f, INFINITY) - <double>f) * 0.5
+        if fabs(fabs(v - <double>f) - half) <= v * 1e-15:
+            return _strtof(start, out)
+    out[0] = -f if neg else f
+    return p
+
+
+cdef inline const char* _strtof(const char* start, float* out) noexcept nogil:
+    cdef char* nxt
+    out[0] = strtof(start, &nxt)
+    return nxt if nxt != start else NULL
+
+
+def parse_floats(text):
+    """Comma-separated decimal numbers (the inside of a JSON number array) as float32."""
+    if not isinstance(text, bytes):
+        raise TypeError("parse_floats takes bytes")
+    cdef bytes data = <bytes>text
+    cdef const char* p = PyBytes_AS_STRING(data)  # NUL-terminated by CPython
+    cdef const char* end = p + PyBytes_GET_SIZE(data)
+    cdef const char* nxt
+    cdef Py_ssize_t n = 0, cap
+    cdef bint bad = False
+    while p < end and _is_space(p[0]):
+        p += 1
+    if p == end:
+        return np.zeros(0, dtype=np.float32)
+    cap = data.count(b",") + 1
+    out = np.empty(cap, dtype=np.float32)
+    cdef float[::1] ov = out
+    with nogil:
+        while True:
+            while p < end and _is_space(p[0]):
+                p += 1
+            if p == end or n == cap:
+                bad = True
+                break
+            nxt = _number(p, end, &ov[n])
+            if nxt == NULL:
+                bad = True
+                break
+            n += 1
+            p = nxt
+            while p < end and _is_space(p[0]):
+                p += 1
+            if p == end:
+                break
+            if p[0] != 44:  # ','
+                bad = True
+                break
+            p += 1
+    if bad or n != cap:
+        raise ValueError(f"not a list of numbers: {text[:80]!r}")
+    return out

@@ -186,3 +186,18 @@ def test_vecmath_twins_agree(data, dtype, d, nq, nc) -> None:
     # Indices may differ only between (near-)equal scores: check each pick's true score.
     full = py.cosine_similarity(q, corpus)
     assert np.allclose(np.take_along_axis(full, ic, 1), sp, **tol)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32)
+                       | st.floats(-1e30, 1e30, allow_nan=False)
+                       | st.integers(-2**70, 2**70).map(float), max_size=50),
+       spaces=st.sampled_from(["", " ", "\n "]))
+def test_parse_floats_twins_agree(values, spaces) -> None:
+    c, py = twins()
+    text = ("," + spaces).join(repr(v) for v in values).encode()
+    with np.errstate(over="ignore"):
+        expected = np.array(values, dtype=np.float32)
+    got_c, got_py = c.parse_floats(text), py.parse_floats(text)
+    assert np.array_equal(got_py, expected)
+    assert np.array_equal(got_c, expected)

@@ -137,3 +137,16 @@ def test_top_k_memory_stays_blocked(impl) -> None:
     tracemalloc.stop()
     full_matrix = 1200 * 50_000 * 4
     assert peak < full_matrix / 4
+
+
+def test_parse_floats(impl) -> None:
+    out = impl.parse_floats(b" 1.5, -2e3 ,3,0.000125 ,-0 ")
+    assert out.dtype == np.float32
+    assert out.tolist() == [1.5, -2000.0, 3.0, np.float32(0.000125), 0.0]
+    assert impl.parse_floats(b"").shape == (0,)
+    assert impl.parse_floats(b"  \n").shape == (0,)
+    for bad in (b"1,2,", b"1,,2", b"1;2", b"abc", b"1 2", b"1e", b".", b"-", b",1"):
+        with pytest.raises(ValueError):
+            impl.parse_floats(bad)
+    with pytest.raises(TypeError):
+        impl.parse_floats("1,2")

@@ -9,12 +9,14 @@ import base64
 import binascii
 import json
 import os
+import re
 from typing import IO, Any, Iterator, Mapping
 
 import numpy as np
 
 from .._enums import Priority
 from ..config import Secret
+from ..core import parse_floats
 from ..engine import OpResult, RateLimitInfo
 from ..engine.retry import parse_duration
 from ..errors import ResponseFormatError, StreamInterrupted
@@ -189,8 +191,15 @@ class OpenAIBackend(Backend):
         n = len(texts)
 
         def parse(resp: Response) -> OpResult:
-            data = resp.json()
-            items = data["data"]
+            fast = _float_arrays(resp.data)
+            if fast is not None:
+                data, vectors = fast
+                items = data["data"]
+                for it, vec in zip(items, vectors):
+                    it["embedding"] = vec
+            else:
+                data = resp.json()
+                items = data["data"]
             if len(items) != n:
                 raise ResponseFormatError(f"{self.name}: asked for {n} embeddings, got {len(items)}")
             first = items[0]["embedding"]
@@ -198,7 +207,8 @@ class OpenAIBackend(Backend):
                 rows = [np.frombuffer(base64.b64decode(it["embedding"], validate=True), dtype="<f4")
                         for it in items]
             else:
-                rows = [np.asarray(it["embedding"], dtype=np.float32) for it in items]
+                rows = [it["embedding"] if isinstance(it["embedding"], np.ndarray)
+                        else np.asarray(it["embedding"], dtype=np.float32) for it in items]
             out = np.empty((n, len(rows[0])), dtype=np.float32)
             for it, row in zip(items, rows):
                 out[int(it.get("index", 0))] = row
@@ -278,6 +288,30 @@ class OpenAIBackend(Backend):
         body = {"model": model, "input": text, "voice": voice, **params}
         return Plan(self._http("POST", "/audio/speech",
                                lambda resp: OpResult(resp.data, headers=resp.headers), json_body=body))
+
+
+_EMBEDDING_ARRAY = re.compile(rb'"embedding"\s*:\s*\[([^\]]*)\]')
+
+
+def _float_arrays(body: bytes) -> tuple[Any, list[np.ndarray]] | None:
+    """Embeddings sent as JSON float arrays, parsed by numpy instead of ``json`` (several
+    times faster); the rest of the document goes through ``json`` with the arrays nulled.
+    Returns None when the fast path does not apply, and the caller parses normally."""
+    if b'"embedding"' not in body or b'"embedding":"' in body or b'"embedding": "' in body:
+        return None
+    vectors: list[np.ndarray] = []
+
+    def take(match: re.Match[bytes]) -> bytes:
+        text = match.group(1)
+        vectors.append(parse_floats(text))
+        return b'"embedding":null'
+
+    try:
+        rest = _EMBEDDING_ARRAY.sub(take, body)
+        data = json.loads(rest)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data, vectors
 
 
 def _catching(parse: Any) -> Any:

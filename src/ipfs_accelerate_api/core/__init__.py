@@ -35,6 +35,7 @@ __all__ = [
     "l2_normalize",
     "pack_batches",
     "pack_sorted",
+    "parse_floats",
     "top_k",
 ]
 
@@ -56,14 +57,14 @@ if TYPE_CHECKING or not _extensions_wanted():
     from ._pure.packer import pack_batches, pack_sorted
     from ._pure.pqueue import PriorityQueue
     from ._pure.ratelimit import RateLimiter, TokenBucket
-    from ._pure.vecmath import cosine_similarity, l2_normalize, top_k
+    from ._pure.vecmath import cosine_similarity, l2_normalize, parse_floats, top_k
 else:
     try:
         from ._c.breaker import CircuitBreaker
         from ._c.packer import pack_batches, pack_sorted
         from ._c.pqueue import PriorityQueue
         from ._c.ratelimit import RateLimiter, TokenBucket
-        from ._c.vecmath import cosine_similarity, l2_normalize, top_k
+        from ._c.vecmath import cosine_similarity, l2_normalize, parse_floats, top_k
 
         IMPLEMENTATION = "c"
     except ImportError:  # not built (a source checkout, or an IPFS_ACCEL_NO_EXTENSIONS build)
@@ -71,4 +72,4 @@ else:
         from ._pure.packer import pack_batches, pack_sorted
         from ._pure.pqueue import PriorityQueue
         from ._pure.ratelimit import RateLimiter, TokenBucket
-        from ._pure.vecmath import cosine_similarity, l2_normalize, top_k
+        from ._pure.vecmath import cosine_similarity, l2_normalize, parse_floats, top_k

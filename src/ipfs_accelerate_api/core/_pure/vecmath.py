@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["cosine_similarity", "l2_normalize", "top_k", "QUERY_BLOCK", "CORPUS_BLOCK"]
+__all__ = ["cosine_similarity", "l2_normalize", "parse_floats", "top_k", "QUERY_BLOCK", "CORPUS_BLOCK"]
 
 #: Rows of queries scored at once by :func:`top_k`.
 QUERY_BLOCK = 512
@@ -174,3 +174,19 @@ def top_k(
     if q_1d:
         return out_s[0], out_i[0]
     return out_s, out_i
+
+
+def parse_floats(text: bytes) -> npt.NDArray[np.float32]:
+    """Comma-separated decimal numbers (the inside of a JSON number array) as float32.
+
+    Whitespace around numbers is allowed; anything else is a ``ValueError``. This is how
+    embeddings sent as JSON floats are read without building a Python float per number.
+    """
+    if not isinstance(text, bytes):
+        raise TypeError("parse_floats takes bytes")
+    if not text.strip():
+        return np.zeros(0, dtype=np.float32)
+    try:
+        return np.array([float(tok) for tok in text.split(b",")], dtype=np.float32)
+    except ValueError:
+        raise ValueError(f"not a list of numbers: {text[:80]!r}") from None

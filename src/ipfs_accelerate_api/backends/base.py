@@ -142,10 +142,13 @@ class Backend:
                    backend=self.name, body=body, code=code, headers=resp.headers)
 
     def _http(self, method: str, path: str, parse: Callable[[Response], OpResult], *,
-              json_body: Any = None, fields: Any = None, stream: bool = False) -> Callable[[Attempt], Any]:
-        """An operation that sends one HTTP request and parses the answer."""
+              json_body: Any = None, body: bytes | None = None, fields: Any = None,
+              stream: bool = False) -> Callable[[Attempt], Any]:
+        """An operation that sends one HTTP request and parses the answer.
+        ``json_body`` is encoded here; pass ``body`` instead when it is already encoded."""
         url = self.base_url + path
-        body = None if json_body is None else json.dumps(json_body).encode()
+        if body is None and json_body is not None:
+            body = json.dumps(json_body).encode()
         ctype = "application/json" if body is not None else None
 
         def operation(attempt: Attempt) -> Any:

@@ -73,9 +73,10 @@ class OpenAIBackend(Backend):
         return RateLimitInfo(num(rr), dur(get("x-ratelimit-reset-requests")),
                              num(rt), dur(get("x-ratelimit-reset-tokens")))
 
-    def _estimate(self, body: Mapping[str, Any], text: str) -> int:
+    def _estimate(self, body: Mapping[str, Any], encoded: bytes) -> int:
+        """Tokens this request may use: its encoded size / 4, plus the completion allowance."""
         out = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS_ESTIMATE
-        return estimate_tokens(text) + int(out)
+        return len(encoded) // 4 + 1 + int(out)
 
     # -- chat -----------------------------------------------------------------------------
     def _chat_body(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -100,9 +101,9 @@ class OpenAIBackend(Backend):
                              raw=data),
                 usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
-        text = json.dumps(messages)
-        return Plan(self._http("POST", "/chat/completions", parse, json_body=body),
-                    self._estimate(body, text))
+        encoded = json.dumps(body).encode()
+        return Plan(self._http("POST", "/chat/completions", parse, body=encoded),
+                    self._estimate(body, encoded))
 
     def _plan_stream_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
         params.setdefault("stream_options", {"include_usage": True})
@@ -165,8 +166,9 @@ class OpenAIBackend(Backend):
 
             return OpResult(rest(), headers=resp.headers)
 
-        return Plan(self._http("POST", "/chat/completions", parse, json_body=body, stream=True),
-                    self._estimate(body, json.dumps(messages)))
+        encoded = json.dumps(body).encode()
+        return Plan(self._http("POST", "/chat/completions", parse, body=encoded, stream=True),
+                    self._estimate(body, encoded))
 
     # -- completions ----------------------------------------------------------------------
     def _plan_complete(self, prompt: str, *, model: str, **params: Any) -> Plan:
@@ -181,8 +183,9 @@ class OpenAIBackend(Backend):
                                                data),
                             usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
-        return Plan(self._http("POST", "/completions", parse, json_body=body),
-                    self._estimate(body, prompt))
+        encoded = json.dumps(body).encode()
+        return Plan(self._http("POST", "/completions", parse, body=encoded),
+                    self._estimate(body, encoded))
 
     # -- embeddings -----------------------------------------------------------------------
     def _plan_embed(self, texts: list[str], *, model: str, **params: Any) -> Plan:

@@ -112,6 +112,17 @@ class KeyPool:
         Raises :class:`AuthenticationError` when every key has been disabled."""
         now = self._clock()
         with self._lock:
+            if len(self._keys) == 1:  # the common case: one key, no choice to make
+                k = self._keys[0]
+                if k.disabled is None and k.cooldown_until <= now:
+                    wait = 0.0 if k.limiter is None else k.limiter.try_acquire(self._costs(k, est_tokens))
+                    if wait <= 0:
+                        k.in_flight += 1
+                        k.requests += 1
+                        k.last_used = now
+                        return k, 0.0
+                    k.limiter_waits += 1
+                    return None, wait
             alive = [k for k in self._keys if k.disabled is None]
             if not alive:
                 reasons = "; ".join(f"{k.label}: {k.disabled}" for k in self._keys)

@@ -146,6 +146,7 @@ class Engine:
         retry, breaker: policies.
         ratelimit_parser: turns a response's headers into :class:`RateLimitInfo`.
         on_request_end: called with a :class:`RequestRecord` for every finished request.
+        key_pool, circuit: replace the in-process key pool / breaker (shared-state seams).
     """
 
     def __init__(
@@ -164,6 +165,8 @@ class Engine:
         ratelimit_parser: Callable[[Mapping[str, str]], RateLimitInfo | None] | None = None,
         on_request_end: Callable[[RequestRecord], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        key_pool: KeyPool | None = None,
+        circuit: Any = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -172,9 +175,13 @@ class Engine:
         bp = breaker or BreakerPolicy()
         self._clock = clock
         self._queue = PriorityQueue(queue_size, overflow, on_drop=self._dropped)
-        self._keys = KeyPool(keys, strategy=key_strategy, rpm=rpm, tpm=tpm, clock=clock)
-        self._breaker = CircuitBreaker(bp.failure_threshold, bp.recovery_timeout,
-                                       bp.half_open_max_calls, bp.success_threshold)
+        # The seams for shared state (e.g. Redis): pass any object with KeyPool's methods
+        # (acquire/release/refund/cooldown/disable/available/sync/stats) and any breaker with
+        # CircuitBreaker's (allow/record_success/record_failure/retry_after/state/stats).
+        self._keys = key_pool if key_pool is not None else KeyPool(
+            keys, strategy=key_strategy, rpm=rpm, tpm=tpm, clock=clock)
+        self._breaker = circuit if circuit is not None else CircuitBreaker(
+            bp.failure_threshold, bp.recovery_timeout, bp.half_open_max_calls, bp.success_threshold)
         self._tracker = Tracker(name, on_request_end)
         self._scheduler = _Scheduler(self._requeue, clock)
         self._ratelimit_parser = ratelimit_parser

@@ -69,6 +69,56 @@ class Attempt:
     deadline: float | None
 
 
+class _InlineFuture:
+    """The outcome of a call that runs in the caller's thread: no locks needed, because only
+    that thread touches it. If the call has to wait (a retry), :meth:`Engine._defer` swaps in
+    a real :class:`Future` before any other thread can see the call."""
+
+    __slots__ = ("_value", "_exc", "_done")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._value: Any = None
+        self._exc: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        self._value, self._done = value, True
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._exc, self._done = exc, True
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._exc is not None:
+            raise self._exc
+        return self._value
+
+
+class _Slots:
+    """Concurrency slots: tokens in a C priority queue (GIL-atomic take and give back, GIL
+    released while blocked), cheaper than a Python semaphore on every request."""
+
+    def __init__(self, n: int) -> None:
+        self._q = PriorityQueue()
+        for i in range(n):
+            self._q.put_nowait(i)
+
+    def try_take(self) -> bool:
+        try:
+            self._q.get_nowait()
+            return True
+        except Exception:
+            return False
+
+    def take(self) -> None:
+        self._q.get()
+
+    def give(self) -> None:
+        self._q.put_nowait(0)
+
+
 @dataclass(eq=False)
 class _Call:
     operation: Callable[[Attempt], Any]
@@ -187,7 +237,7 @@ class Engine:
         self._ratelimit_parser = ratelimit_parser
         self._max_concurrency = max_concurrency
         # One slot per request in flight, taken by workers and by callers that run inline.
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._slots = _Slots(max_concurrency)
         self._workers: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._closed = False
@@ -225,11 +275,11 @@ class Engine:
         """
         if self._closed:
             raise ClientClosed(f"{self.name}: backend is closed")
-        if self._queue.empty() and self._slots.acquire(blocking=False):
+        if self._queue.empty() and self._slots.try_take():
             now = self._clock()
             limit = deadline if deadline is not None else self.retry.deadline
-            c = _Call(operation, op_name, int(priority), float(est_tokens), Future(), now,
-                      None if limit is None else now + limit)
+            c = _Call(operation, op_name, int(priority), float(est_tokens),
+                      _InlineFuture(), now, None if limit is None else now + limit)  # type: ignore[arg-type]
             self._tracker.submit()
             try:
                 self._run(c)
@@ -237,7 +287,7 @@ class Engine:
                 if not c.future.done():
                     self._finish(c, exc)
             finally:
-                self._slots.release()
+                self._slots.give()
             if not c.future.done():
                 self._ensure_workers()  # it was deferred: a worker will pick it up
             return c.future.result()
@@ -271,6 +321,8 @@ class Engine:
             self._finish(call, ClientClosed(f"{self.name}: backend closed while waiting"))
 
     def _defer(self, call: _Call, delay: float) -> None:
+        if isinstance(call.future, _InlineFuture):  # leaving the caller's thread: make it real
+            call.future = Future()
         try:
             self._scheduler.add(call, max(MIN_RETRY_DELAY, delay))
         except ClientClosed as exc:
@@ -286,14 +338,14 @@ class Engine:
             if self._closed:
                 self._finish(call, ClientClosed(f"{self.name}: backend closed before sending"))
                 continue
-            self._slots.acquire()
+            self._slots.take()
             try:
                 self._run(call)
             except BaseException as exc:  # never let a worker die with a request in hand
                 if not call.future.done():
                     self._finish(call, exc)
             finally:
-                self._slots.release()
+                self._slots.give()
 
     def _run(self, call: _Call) -> None:
         if call.future.done():
@@ -329,20 +381,16 @@ class Engine:
         call.last_key = key.label
         if call.started is None:
             call.started = now
-        self._tracker.started(now - call.submitted if call.attempts == 1 else 0.0)
         attempt = Attempt(call.id, key.secret, call.attempts, call.deadline)
         try:
             result = call.operation(attempt)
         except AcceleratorError as exc:
-            self._tracker.stopped()
             self._failed(call, key, exc)
             return
         except BaseException:
-            self._tracker.stopped()
             self._breaker.record_success()  # a bug in an operation is not the endpoint's fault
             self._keys.release(key, ok=False)
             raise
-        self._tracker.stopped()
         self._breaker.record_success()
         if isinstance(result, OpResult):
             used = result.prompt_tokens + result.completion_tokens
@@ -408,11 +456,11 @@ class Engine:
         if call.future.done():
             return
         end = self._clock()
+        started = call.started if call.started is not None else end
         record = RequestRecord(
             request_id=call.id, backend=self.name, operation=call.op_name, ok=exc is None,
             error=None if exc is None else type(exc).__name__, attempts=call.attempts,
-            latency=end - (call.started if call.started is not None else call.submitted),
-            queue_wait=(call.started - call.submitted) if call.started is not None else end - call.submitted,
+            latency=end - started, queue_wait=started - call.submitted,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, key=call.last_key,
         )
         try:
@@ -459,6 +507,8 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         snap = self._tracker.snapshot()
+        keys = self._keys.stats()
+        snap["in_flight"] = sum(k["in_flight"] for k in keys.values())
         q = self._queue.stats()
         snap.update({
             "backend": self.name,
@@ -466,6 +516,6 @@ class Engine:
             "queue": q,
             "waiting": len(self._scheduler),
             "breaker": self._breaker.stats(),
-            "keys": self._keys.stats(),
+            "keys": keys,
         })
         return snap

@@ -71,7 +71,7 @@ class Tracker:
         self.backend = backend
         self.hook = hook
         self._lock = threading.Lock()
-        self.submitted = self.succeeded = self.failed = self.retried = self.in_flight = 0
+        self.submitted = self.succeeded = self.failed = self.retried = 0
         self.deferred = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
@@ -84,15 +84,6 @@ class Tracker:
         with self._lock:
             self.submitted += 1
 
-    def started(self, wait: float) -> None:
-        with self._lock:
-            self.in_flight += 1
-            self.queue_wait.add(wait)
-
-    def stopped(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-
     def retry(self) -> None:
         with self._lock:
             self.retried += 1
@@ -103,7 +94,9 @@ class Tracker:
             self.limiter_wait_seconds += seconds
 
     def finish(self, record: RequestRecord) -> None:
+        """One lock per request: everything about it is recorded here."""
         with self._lock:
+            self.queue_wait.add(record.queue_wait)
             if record.ok:
                 self.succeeded += 1
                 self.latency.add(record.latency)
@@ -125,7 +118,6 @@ class Tracker:
                 "succeeded": self.succeeded,
                 "failed": self.failed,
                 "retried": self.retried,
-                "in_flight": self.in_flight,
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "errors": dict(self.errors),

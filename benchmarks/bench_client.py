@@ -24,6 +24,7 @@ from conftest import QUICK, per_op
 
 N_SEQ = 20 if QUICK else 300
 N_PAR = 80 if QUICK else 4000
+PAR_ROUNDS = 1 if QUICK else 7
 THREADS = 8
 MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]
 
@@ -275,7 +276,7 @@ def test_throughput_ours(benchmark, server):
     benchmark.extra_info["impl"] = "ipfs_accelerate_api"
     try:
         benchmark.pedantic(_threaded, (lambda: ai.chat(MESSAGES, model="gpt-4o-mini"), N_PAR),
-                           rounds=3, warmup_rounds=1)
+                           rounds=PAR_ROUNDS, warmup_rounds=1)
     finally:
         ai.close()
 
@@ -294,7 +295,7 @@ def test_throughput_raw_urllib3(benchmark, server):
 
     per_op(benchmark, N_PAR)
     benchmark.extra_info["impl"] = "raw urllib3"
-    benchmark.pedantic(_threaded, (one, N_PAR), rounds=3, warmup_rounds=1)
+    benchmark.pedantic(_threaded, (one, N_PAR), rounds=PAR_ROUNDS, warmup_rounds=1)
 
 
 # -- import time ----------------------------------------------------------------------------

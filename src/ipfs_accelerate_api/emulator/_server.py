@@ -108,7 +108,6 @@ class Stream:
     content_type: str = "text/event-stream"
     headers: dict[str, str] = field(default_factory=dict)
     tokens: int = 0
-    error_chunk: Callable[[], bytes] | None = None
 
 
 class APIFailure(Exception):
@@ -481,6 +480,3 @@ def go_duration(seconds: float) -> str:
         return f"{int(minutes)}m{rest:.0f}s" if rest == int(rest) else f"{int(minutes)}m{rest:.3g}s"
     return f"{rest:.3g}s"
 
-
-def iter_nothing() -> Iterator[bytes]:
-    return iter(())

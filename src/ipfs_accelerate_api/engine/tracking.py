@@ -72,7 +72,6 @@ class Tracker:
         self.hook = hook
         self._lock = threading.Lock()
         self.submitted = self.succeeded = self.failed = self.retried = 0
-        self.deferred = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
         self.latency = Histogram()

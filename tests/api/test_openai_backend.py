@@ -258,3 +258,25 @@ def test_emulator_capacity_limits_concurrency(make, emu) -> None:
     for f in [ai.submit("list_models") for _ in range(24)]:
         f.result()
     assert emu.stats("openai")["peak_concurrency"] == 2  # served at once; the rest waited
+
+
+def test_stats_and_request_records(make, emu) -> None:
+    records = []
+    ai = make(api_keys=["sk-one", "sk-two"], on_request_end=records.append)
+    ai.chat(MSG, model="gpt-4o-mini")
+    with pytest.raises(BadRequestError):
+        ai.chat([{"role": "user"}], model="gpt-4o-mini")
+    s = ai.stats()
+    assert s["backend"] == "openai" and s["submitted"] == 2
+    assert s["succeeded"] == 1 and s["failed"] == 1 and s["in_flight"] == 0
+    assert s["errors"] == {"BadRequestError": 1}
+    assert s["queue_depth"] == {"HIGH": 0, "NORMAL": 0, "LOW": 0}
+    assert s["latency"]["count"] == 1 and s["latency"]["p50"] > 0
+    assert s["prompt_tokens"] > 0 and s["completion_tokens"] > 0
+    assert s["breaker"]["state"] == "CLOSED"
+    assert set(s["keys"]) == {"openai-key-1", "openai-key-2"}
+    ok, bad = records
+    assert ok.ok and ok.operation == "chat" and ok.attempts == 1 and ok.key == "openai-key-1"
+    assert not bad.ok and bad.error == "BadRequestError" and bad.key == "openai-key-2"
+    assert len({ok.request_id, bad.request_id}) == 2
+    assert emu.record("openai").request_ids == [ok.request_id, bad.request_id]

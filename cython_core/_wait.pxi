@@ -1,8 +1,9 @@
-# Shared by the compiled twins (included, not imported): the monotonic clock and a
-# GIL-free, signal-aware wait on a CPython lock. CPython's PyThread locks are portable
+# Shared by the compiled twins that wait (included, not imported): a GIL-free,
+# signal-aware wait on a CPython lock. CPython's PyThread locks are portable
 # (POSIX and Windows) C-level locks that never touch the GIL.
 
-from cpython.time cimport PyTime_MonotonicRaw, PyTime_AsSecondsDouble
+include "_clock.pxi"
+
 from cpython.pythread cimport (
     PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
     PyThread_acquire_lock, PyThread_release_lock, PyLockStatus,
@@ -13,11 +14,6 @@ from cpython.exc cimport PyErr_CheckSignals
 cdef extern from "pythread.h":
     PyLockStatus PyThread_acquire_lock_timed(PyThread_type_lock, long long microseconds,
                                              int intr_flag) nogil
-
-
-cdef inline double _now() noexcept nogil:
-    """Seconds on the same clock as ``time.monotonic()``."""
-    return PyTime_AsSecondsDouble(PyTime_MonotonicRaw())
 
 
 cdef int _lock_wait(PyThread_type_lock lock, double timeout) except -1:
@@ -50,22 +46,3 @@ cdef int _lock_wait(PyThread_type_lock lock, double timeout) except -1:
             PyErr_CheckSignals()
             continue
         return 0
-
-
-cdef PyThread_type_lock _SLEEP_LOCK = NULL
-
-
-cdef int _sleep(double seconds) except -1:
-    """Sleep without the GIL (waits on a lock that is never released)."""
-    global _SLEEP_LOCK
-    if seconds <= 0:
-        with nogil:  # just let other threads run
-            pass
-        return 0
-    if _SLEEP_LOCK == NULL:
-        _SLEEP_LOCK = PyThread_allocate_lock()
-        if _SLEEP_LOCK == NULL:
-            raise MemoryError()
-        PyThread_acquire_lock(_SLEEP_LOCK, WAIT_LOCK)
-    _lock_wait(_SLEEP_LOCK, seconds)
-    return 0

@@ -8,7 +8,7 @@ first, listeners are called after), so the state machine needs no lock.
 from ipfs_accelerate_api._enums import BreakerState
 from ipfs_accelerate_api.core._pure.breaker import check_breaker_args, breaker_stats
 
-include "_wait.pxi"
+include "_clock.pxi"
 
 cdef enum:
     CLOSED = 0

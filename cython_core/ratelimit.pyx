@@ -16,6 +16,25 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 include "_wait.pxi"
 
 
+cdef PyThread_type_lock _SLEEP_LOCK = NULL
+
+
+cdef int _sleep(double seconds) except -1:
+    """Sleep without the GIL (waits on a lock that is never released)."""
+    global _SLEEP_LOCK
+    if seconds <= 0:
+        with nogil:  # just let other threads run
+            pass
+        return 0
+    if _SLEEP_LOCK == NULL:
+        _SLEEP_LOCK = PyThread_allocate_lock()
+        if _SLEEP_LOCK == NULL:
+            raise MemoryError()
+        PyThread_acquire_lock(_SLEEP_LOCK, WAIT_LOCK)
+    _lock_wait(_SLEEP_LOCK, seconds)
+    return 0
+
+
 cdef class TokenBucket:
     """A token bucket: ``rate`` tokens per second, at most ``capacity`` held.
 

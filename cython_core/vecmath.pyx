@@ -316,6 +316,24 @@ cdef double[23] _POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10
                           1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22]
 
 
+cdef inline const char* _digits(const char* p, const char* end, unsigned long long* mant,
+                                int* significant, int* kept, int* skipped) noexcept nogil:
+    """Read decimal digits into ``mant`` while it holds fewer than 19 significant ones;
+    count the digits read into it (``kept``) and those past that precision (``skipped``)."""
+    kept[0] = 0
+    skipped[0] = 0
+    while p < end and 48 <= p[0] <= 57:
+        if significant[0] < 19:
+            mant[0] = mant[0] * 10 + <unsigned long long>(p[0] - 48)
+            if mant[0]:
+                significant[0] += 1
+            kept[0] += 1
+        else:
+            skipped[0] += 1
+        p += 1
+    return p
+
+
 cdef inline const char* _number(const char* p, const char* end, float* out) noexcept nogil:
     """Parse one decimal number (JSON grammar) at ``p``; NULL if there is none.
 
@@ -327,31 +345,19 @@ cdef inline const char* _number(const char* p, const char* end, float* out) noex
     cdef const char* start = p
     cdef bint neg = False
     cdef unsigned long long mant = 0
-    cdef int digits = 0, dropped = 0, frac = 0, e = 0, esign = 1, k
-    cdef bint any_digit = False
+    cdef int digits = 0, dropped = 0, frac = 0, skipped = 0, e = 0, esign = 1, k
     cdef double v
     if p < end and (p[0] == 45 or p[0] == 43):  # '-' '+'
         neg = p[0] == 45
         p += 1
-    while p < end and 48 <= p[0] <= 57:
-        any_digit = True
-        if digits < 19:
-            mant = mant * 10 + <unsigned long long>(p[0] - 48)
-            if mant:
-                digits += 1
-        else:
-            dropped += 1
-        p += 1
+    # Integer part: digits past the 19th scale the value up (dropped).
+    p = _digits(p, end, &mant, &digits, &k, &dropped)
+    cdef bint any_digit = k + dropped > 0
     if p < end and p[0] == 46:  # '.'
         p += 1
-        while p < end and 48 <= p[0] <= 57:
-            any_digit = True
-            if digits < 19:
-                mant = mant * 10 + <unsigned long long>(p[0] - 48)
-                if mant:
-                    digits += 1
-                frac += 1
-            p += 1
+        # Fraction: kept digits scale the value down (frac); later ones are below precision.
+        p = _digits(p, end, &mant, &digits, &frac, &skipped)
+        any_digit = any_digit or frac + skipped > 0
     if not any_digit:
         return NULL
     if p < end and (p[0] == 101 or p[0] == 69):  # 'e' 'E'

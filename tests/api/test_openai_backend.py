@@ -167,7 +167,7 @@ def test_priority_order_under_saturation(make, emu) -> None:
     lock = threading.Lock()
     gate = ai.submit("list_models")  # occupies the only worker
     futures = []
-    for i in range(6):
+    for _ in range(6):
         for name, prio in (("low", Priority.LOW), ("high", Priority.HIGH), ("normal", Priority.NORMAL)):
             f = ai.submit("list_models", priority=prio)
             f.add_done_callback(lambda _f, n=name: (lock.acquire(), order.append(n), lock.release()))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ipfs_accelerate_api.core import Priority, QueueEmpty, QueueFull
+from ipfs_accelerate_api.core import Priority
 
 from ..conftest import FakeClock, _c_available, _load
 

@@ -170,24 +170,25 @@ class Backend:
         return operation
 
     # -- submission: sync, future and async forms -------------------------------------------
+    def _plan(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan:
+        planner = getattr(self, f"_plan_{method}", None)
+        if planner is None:
+            raise UnsupportedOperation(f"{self.name} has no operation {method!r}")
+        return planner(*args, **kwargs)  # type: ignore[no-any-return]
+
     def submit(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Future:
         """Start ``method`` without waiting; the future holds its result or error."""
         if method == "embed":
             return self._submit_embed(*args, priority=priority, **kwargs)
-        planner = getattr(self, f"_plan_{method}", None)
-        if planner is None:
-            raise UnsupportedOperation(f"{self.name} has no operation {method!r}")
-        plan: Plan = planner(*args, **kwargs)
+        plan = self._plan(method, args, kwargs)
         return self._engine.submit(plan.operation, op_name=method, priority=priority,
                                    est_tokens=plan.est_tokens)
 
     def _run(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Any:
+        """The synchronous form: runs in the caller's thread when the engine is idle."""
         if method == "embed":
             return self._submit_embed(*args, priority=priority, sync=True, **kwargs).result()
-        planner = getattr(self, f"_plan_{method}", None)
-        if planner is None:
-            raise UnsupportedOperation(f"{self.name} has no operation {method!r}")
-        plan: Plan = planner(*args, **kwargs)
+        plan = self._plan(method, args, kwargs)
         return self._engine.call(plan.operation, op_name=method, priority=priority,
                                  est_tokens=plan.est_tokens)
 
@@ -244,7 +245,8 @@ class Backend:
             raise ValueError("embed needs at least one text")
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("embed takes a string or a sequence of strings")
-        self._plan_embed(texts[:1], model=model, **params)  # raises if unsupported / bad params
+        if type(self)._plan_embed is Backend._plan_embed:
+            raise UnsupportedOperation(f"{self.name} has no operation 'embed'")
 
         def send(batch: list[str], prio: int) -> Future:
             plan = self._plan_embed(batch, model=model, **params)

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["FaultPlan", "Reply", "Request", "Service", "ServiceConfig", "Stream", "EmulatorServer"]
@@ -97,7 +97,6 @@ class Reply:
     body: Any = None  # dict/list -> JSON; bytes/str sent as is
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
-    tokens: int = 0
 
 
 @dataclass
@@ -107,7 +106,6 @@ class Stream:
     events: Iterable[bytes]
     content_type: str = "text/event-stream"
     headers: dict[str, str] = field(default_factory=dict)
-    tokens: int = 0
 
 
 class APIFailure(Exception):

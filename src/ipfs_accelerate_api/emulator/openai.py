@@ -151,7 +151,7 @@ class OpenAIService(Service):
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return Stream(self._chat_stream(cid, model, words, finish, usage, include_usage),
-                          headers=self._headers(), tokens=usage["total_tokens"])
+                          headers=self._headers())
         message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else text,
                                    "refusal": None}
         if tool_call:
@@ -162,7 +162,7 @@ class OpenAIService(Service):
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": finish}],
             "usage": usage,
-        }, self._headers(), tokens=usage["total_tokens"])
+        }, self._headers())
 
     def _chat_stream(self, cid: str, model: str, words: list[str], finish: str,
                      usage: dict[str, int], include_usage: bool) -> Iterator[bytes]:
@@ -211,7 +211,7 @@ class OpenAIService(Service):
             return Stream(events(), headers=self._headers())
         return Reply(200, {"id": cid, "object": "text_completion", "created": CREATED,
                            "model": body["model"], "choices": choices, "usage": usage},
-                     self._headers(), tokens=usage["total_tokens"])
+                     self._headers())
 
     def embeddings(self, req: Request) -> Reply:
         body = self._body(req, "model", "input")
@@ -237,7 +237,7 @@ class OpenAIService(Service):
             data.append({"object": "embedding", "index": i, "embedding": emb})
         return Reply(200, {"object": "list", "data": data, "model": body["model"],
                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
-                     self._headers(), tokens=tokens)
+                     self._headers())
 
     def models(self, req: Request) -> Reply:
         return Reply(200, {"object": "list", "data": [

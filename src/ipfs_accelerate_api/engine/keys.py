@@ -82,7 +82,7 @@ class KeyPool:
         self._lock = threading.Lock()
         self._next = 0
         self._keys: list[KeyState] = []
-        for i, secret in enumerate(secrets or [None]):  # type: ignore[list-item]
+        for secret in secrets or [None]:  # type: ignore[attr-defined]
             label = secret.label if secret is not None else "anonymous"
             st = KeyState(secret, label)
             buckets = []

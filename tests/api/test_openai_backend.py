@@ -280,3 +280,28 @@ def test_stats_and_request_records(make, emu) -> None:
     assert not bad.ok and bad.error == "BadRequestError" and bad.key == "openai-key-2"
     assert len({ok.request_id, bad.request_id}) == 2
     assert emu.record("openai").request_ids == [ok.request_id, bad.request_id]
+
+
+def test_embed_float_answer(make, emu) -> None:
+    import json as _json
+
+    import urllib3
+
+    from ipfs_accelerate_api.backends.openai import _float_arrays
+
+    ai = make()
+    texts = ["alpha", "beta", "gamma"]
+    got = ai.embed(texts, model="text-embedding-3-small", encoding_format="float", dimensions=32)
+    assert got.shape == (3, 32) and got.dtype == np.float32
+    for i, t in enumerate(texts):
+        assert np.array_equal(got[i], embedding_for(t, 32, seed=1))  # float32 exactly
+    # The fast reader on the same wire bytes agrees with json, and steps aside for base64.
+    body = urllib3.request("POST", emu.base_url("openai") + "/embeddings",
+                           headers={"Authorization": "Bearer sk-test"},
+                           json={"model": "m", "input": texts, "dimensions": 32}).data
+    data, vectors = _float_arrays(body)
+    reference = _json.loads(body)["data"]
+    assert [d["index"] for d in data["data"]] == [0, 1, 2]
+    for vec, ref in zip(vectors, reference):
+        assert np.array_equal(vec, np.asarray(ref["embedding"], dtype=np.float32))
+    assert _float_arrays(b'{"data": [{"embedding": "AAAA"}]}') is None

@@ -87,6 +87,28 @@ def test_refund(impl, clock) -> None:
         b.refund(-1)
 
 
+def test_charge_takes_even_below_zero(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=10, clock=clock)
+    assert b.try_acquire(8) == 0.0
+    b.charge(5)  # 2 were left: 3 in debt
+    assert b.available() == pytest.approx(-3)
+    assert b.try_acquire(1) == pytest.approx(0.4)
+    b.charge(25)  # more than the capacity is still taken
+    assert b.available() == pytest.approx(-28)
+    clock.advance(2.8)
+    assert b.available() == pytest.approx(0)
+    b.charge(0)
+    assert b.available() == pytest.approx(0)
+
+
+@pytest.mark.parametrize("n", [-1, math.inf, math.nan])
+def test_charge_must_be_finite_and_not_negative(impl, clock, n) -> None:
+    b = impl.TokenBucket(10, clock=clock)
+    with pytest.raises(ValueError, match="charge"):
+        b.charge(n)
+    assert b.available() == 10
+
+
 def test_set_rate(impl, clock) -> None:
     b = impl.TokenBucket(10, clock=clock)
     b.try_acquire(10)

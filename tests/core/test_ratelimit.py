@@ -193,3 +193,93 @@ def test_real_clock_default(impl) -> None:
     assert b.try_acquire() == 0.0
     assert 0 < b.try_acquire() <= 1.0
     assert b.acquire(timeout=0.5) is False  # knows at once that it cannot make it
+
+
+@pytest.mark.parametrize("capacity", [0, -1, math.inf, math.nan])
+def test_bad_capacity(impl, capacity) -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        impl.TokenBucket(1, capacity=capacity)
+
+
+def test_a_cost_may_be_the_whole_capacity_but_not_nan(impl, clock) -> None:
+    b = impl.TokenBucket(1, capacity=2.5, clock=clock)
+    assert b.try_acquire(2.5) == 0.0
+    assert b.try_acquire(0) == 0.0  # nothing costs nothing, even when empty
+    with pytest.raises(ValueError):
+        b.try_acquire(math.nan)
+    assert b.rate == 1 and b.capacity == 2.5
+
+
+def test_refill_is_counted_once(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=10, clock=clock)
+    b.try_acquire(10)
+    clock.advance(0.3)
+    assert b.available() == pytest.approx(3)
+    assert b.available() == pytest.approx(3)  # reading twice adds nothing
+    clock.advance(-0.2)  # a clock that steps back neither adds nor takes
+    assert b.available() == pytest.approx(3)
+    clock.advance(0.2)
+    assert b.available() == pytest.approx(3)
+
+
+def test_a_shortfall_below_epsilon_is_no_shortfall(impl, clock) -> None:
+    b = impl.TokenBucket(6, capacity=1, clock=clock)
+    b.try_acquire(1)
+    clock.advance(1 / 6)  # from t=1000 this refills 1 - 2e-13 tokens: float rounding
+    assert b.available() < 1
+    assert b.try_acquire(1) == 0.0
+    clock.advance(0.1)
+    assert b.try_acquire(1) == pytest.approx(1 / 6 - 0.1)  # a real shortfall still waits
+
+
+def test_sync_clamps_negative_values(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=10, clock=clock)
+    b.sync(remaining=-5, reset_after=1)  # read as 0 remaining
+    assert b.available() == pytest.approx(-10)
+    clock.advance(1)
+    b.sync(remaining=0, reset_after=-5)  # read as a reset now
+    assert b.available() == pytest.approx(0)
+
+
+def test_limiter_takes_its_clock_and_sleep(impl, clock) -> None:
+    a = impl.TokenBucket(1, capacity=1, clock=clock)
+    lim = impl.RateLimiter([a], clock=clock, sleep=clock.sleep)
+    assert lim.buckets == (a,)
+    assert lim.acquire([1]) and lim.acquire([1])
+    assert clock.slept == [pytest.approx(1.0)]
+    assert lim.acquire([1], timeout=0.5) is False
+    with pytest.raises(ValueError, match="timeout"):
+        lim.acquire([1], timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        a.acquire(1, timeout=-1)
+
+
+def test_limiter_refund(impl, clock) -> None:
+    a = impl.TokenBucket(1, capacity=5, clock=clock)
+    b = impl.TokenBucket(1, capacity=50, clock=clock)
+    lim = impl.RateLimiter([a, b])
+    assert lim.try_acquire([3, 40]) == 0.0
+    lim.refund([0, 15])  # 0: nothing for that bucket
+    assert (a.available(), b.available()) == (pytest.approx(2), pytest.approx(25))
+    lim.refund([1, 0])
+    assert (a.available(), b.available()) == (pytest.approx(3), pytest.approx(25))
+    with pytest.raises(ValueError, match="costs"):
+        lim.refund([1])
+
+
+def test_default_sleep_never_wakes_early(impl) -> None:
+    """The real sleep wakes early on purpose and spins the rest: it must not return early
+    (a lower bound only, which holds however loaded the machine is)."""
+    import time
+
+    from ipfs_accelerate_api.core._pure.ratelimit import default_sleep
+
+    for seconds in (0.0, 0.0005, 0.004):
+        start = time.monotonic()
+        default_sleep(seconds)
+        assert time.monotonic() - start >= seconds
+    b = impl.TokenBucket(200, capacity=1)
+    b.try_acquire(1)
+    start = time.monotonic()
+    assert b.acquire(1)  # waits about 5 ms with the default sleep
+    assert time.monotonic() - start >= 0.004

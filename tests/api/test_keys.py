@@ -13,7 +13,7 @@ import pytest
 from ipfs_accelerate_api import RetryPolicy
 from ipfs_accelerate_api.config import Secret
 from ipfs_accelerate_api.core import CircuitBreaker
-from ipfs_accelerate_api.engine import Engine, OpResult
+from ipfs_accelerate_api.engine import OpResult
 from ipfs_accelerate_api.engine.keys import KeyPool, RateLimitInfo
 from ipfs_accelerate_api.errors import (
     APITimeoutError,
@@ -48,20 +48,9 @@ def turns(pool: KeyPool, n: int) -> list[str]:
 
 
 @pytest.fixture
-def engines(clock):
-    """Engine factory on the test's fake clock; every engine is closed afterwards."""
-    made = []
-
-    def factory(**options):
-        options.setdefault("clock", clock)
-        options.setdefault("retry", NO_RETRY)
-        e = Engine("test", **options)
-        made.append(e)
-        return e
-
-    yield factory
-    for e in made:
-        e.close()
+def on_clock(engines, clock):
+    """Engines on the test's fake clock, without retries unless told."""
+    return lambda **options: engines(**{"clock": clock, "retry": NO_RETRY, **options})
 
 
 def rate_limited(label: str, headers: dict[str, str]):
@@ -238,8 +227,8 @@ def test_client_follows_a_server_that_allows_less(make, emu, window) -> None:
     (5, 5, 0.5),
     (0, 0, 0.0),
 ])
-def test_bucket_ends_where_the_real_usage_puts_it(engines, est, used, wait) -> None:
-    e = engines(keys=secrets(1), tpm=600)  # 10 tokens a second, burst 10
+def test_bucket_ends_where_the_real_usage_puts_it(on_clock, est, used, wait) -> None:
+    e = on_clock(keys=secrets(1), tpm=600)  # 10 tokens a second, burst 10
     assert e.call(lambda a: OpResult("x", prompt_tokens=used - used // 2,
                                      completion_tokens=used // 2), est_tokens=est) == "x"
     key, got = e.keys.acquire(10)
@@ -247,15 +236,15 @@ def test_bucket_ends_where_the_real_usage_puts_it(engines, est, used, wait) -> N
     assert e.stats()["keys"]["k1"]["tokens"] == used
 
 
-def test_a_plain_value_uses_its_estimate(engines) -> None:
-    e = engines(keys=secrets(1), tpm=600)
+def test_a_plain_value_uses_its_estimate(on_clock) -> None:
+    e = on_clock(keys=secrets(1), tpm=600)
     e.call(lambda a: "plain", est_tokens=7)
     assert e.keys.acquire(10)[1] == pytest.approx(0.7)
     assert e.stats()["keys"]["k1"]["tokens"] == 7
 
 
-def test_a_failed_request_gives_its_estimate_back(engines) -> None:
-    e = engines(keys=secrets(1), tpm=600)
+def test_a_failed_request_gives_its_estimate_back(on_clock) -> None:
+    e = on_clock(keys=secrets(1), tpm=600)
 
     def fail(attempt):
         raise ServerError("down", status=503)
@@ -266,9 +255,9 @@ def test_a_failed_request_gives_its_estimate_back(engines) -> None:
     assert e.stats()["keys"]["k1"]["tokens"] == 0
 
 
-def test_an_unsent_request_gives_its_budget_back(engines, clock) -> None:
+def test_an_unsent_request_gives_its_budget_back(on_clock, clock) -> None:
     breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=60, clock=clock)
-    e = engines(keys=secrets(1), rpm=60, tpm=600, circuit=breaker)
+    e = on_clock(keys=secrets(1), rpm=60, tpm=600, circuit=breaker)
 
     def fail(attempt):
         raise ServerError("down", status=503)
@@ -285,8 +274,8 @@ def test_an_unsent_request_gives_its_budget_back(engines, clock) -> None:
 
 # -- cooldown -----------------------------------------------------------------------------
 
-def test_a_cooling_key_is_skipped_by_other_requests_until_it_ends(engines, clock) -> None:
-    e = engines(keys=secrets(2))
+def test_a_cooling_key_is_skipped_by_other_requests_until_it_ends(on_clock, clock) -> None:
+    e = on_clock(keys=secrets(2))
     op, seen = rate_limited("k1", {"retry-after": "10"})
     with pytest.raises(RateLimitError):
         e.call(op)
@@ -304,8 +293,8 @@ def test_a_cooling_key_is_skipped_by_other_requests_until_it_ends(engines, clock
     assert (k1["cooldowns"], k1["cooling_down_for"]) == (1, 0.0)
 
 
-def test_a_single_cooling_key_makes_requests_wait(engines, clock) -> None:
-    e = engines(keys=secrets(1), retry=RetryPolicy(max_retries=0, deadline=5))
+def test_a_single_cooling_key_makes_requests_wait(on_clock, clock) -> None:
+    e = on_clock(keys=secrets(1), retry=RetryPolicy(max_retries=0, deadline=5))
     op, seen = rate_limited("k1", {"retry-after": "10"})
     with pytest.raises(RateLimitError):
         e.call(op)
@@ -317,8 +306,8 @@ def test_a_single_cooling_key_makes_requests_wait(engines, clock) -> None:
     assert seen == ["k1", "k1"]
 
 
-def test_cooldown_without_a_hint_is_the_backoff(engines) -> None:
-    e = engines(keys=secrets(2), retry=RetryPolicy(max_retries=0, base_delay=2, jitter=False))
+def test_cooldown_without_a_hint_is_the_backoff(on_clock) -> None:
+    e = on_clock(keys=secrets(2), retry=RetryPolicy(max_retries=0, base_delay=2, jitter=False))
     op, _ = rate_limited("k1", {})
     with pytest.raises(RateLimitError):
         e.call(op)
@@ -360,8 +349,8 @@ def test_a_single_disabled_key(clock) -> None:
 
 # -- per-key stats ------------------------------------------------------------------------
 
-def test_per_key_stats(engines, clock) -> None:
-    e = engines(keys=secrets(2))
+def test_per_key_stats(on_clock, clock) -> None:
+    e = on_clock(keys=secrets(2))
     inside = []
 
     def ok(attempt):

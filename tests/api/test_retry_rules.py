@@ -18,7 +18,6 @@ from ipfs_accelerate_api.config import (
 )
 from ipfs_accelerate_api.core import BreakerState
 from ipfs_accelerate_api.emulator import FaultPlan
-from ipfs_accelerate_api.engine import Engine
 from ipfs_accelerate_api.engine.retry import (
     RETRYABLE_STATUSES,
     counts_against_breaker,
@@ -191,20 +190,17 @@ def test_does_not_count_against_the_breaker(exc) -> None:
 
 @pytest.mark.parametrize("exc, opens", [(e, True) for e in COUNTED] + [(e, False) for e in NOT_COUNTED],
                          ids=lambda v: repr(getattr(v, "status", None) or type(v).__name__))
-def test_the_engines_breaker_follows_the_rule(exc, opens) -> None:
-    e = Engine("t", retry=RetryPolicy(max_retries=0), breaker=BreakerPolicy(failure_threshold=1))
+def test_the_engines_breaker_follows_the_rule(engines, exc, opens) -> None:
+    e = engines(retry=RetryPolicy(max_retries=0), breaker=BreakerPolicy(failure_threshold=1))
 
     def fail(attempt):
         raise exc
 
-    try:
-        with pytest.raises(AcceleratorError):
-            e.call(fail)
-        s = e.breaker.stats()
-        assert (s["state"], s["failures"], s["successes"]) == (
-            ("OPEN", 1, 0) if opens else ("CLOSED", 0, 1))
-    finally:
-        e.close()
+    with pytest.raises(AcceleratorError):
+        e.call(fail)
+    s = e.breaker.stats()
+    assert (s["state"], s["failures"], s["successes"]) == (
+        ("OPEN", 1, 0) if opens else ("CLOSED", 0, 1))
 
 
 @pytest.mark.parametrize("kind, opens", [("500", True), ("reset", True), ("timeout", True),
@@ -219,32 +215,26 @@ def test_breaker_against_the_emulator(make, emu, kind, opens) -> None:
     assert state is (BreakerState.OPEN if opens else BreakerState.CLOSED)
 
 
-def test_an_unexpected_exception_is_not_the_endpoints_fault() -> None:
-    e = Engine("t", breaker=BreakerPolicy(failure_threshold=1))
-    try:
-        with pytest.raises(KeyError):
-            e.call(lambda a: {}["missing"])
-        assert e.breaker.stats()["state"] == "CLOSED"
-    finally:
-        e.close()
+def test_an_unexpected_exception_is_not_the_endpoints_fault(engines) -> None:
+    e = engines(breaker=BreakerPolicy(failure_threshold=1))
+    with pytest.raises(KeyError):
+        e.call(lambda a: {}["missing"])
+    assert e.breaker.stats()["state"] == "CLOSED"
 
 
 # -- the engine's retry decisions -----------------------------------------------------------
 
 @pytest.fixture
-def engine():
-    made = []
+def engine(engines):
+    """An Engine with keys k1.. and the list its request records go to."""
 
     def factory(retry=FAST_RETRY, keys=("sk-1",), **options):
-        records = []
-        e = Engine("t", keys=[Secret(k, f"k{i + 1}") for i, k in enumerate(keys)], retry=retry,
-                   on_request_end=records.append, **options)
-        made.append(e)
+        records: list = []
+        e = engines(keys=[Secret(k, f"k{i + 1}") for i, k in enumerate(keys)], retry=retry,
+                    on_request_end=records.append, **options)
         return e, records
 
-    yield factory
-    for e in made:
-        e.close()
+    return factory
 
 
 def failing(*errors):
@@ -336,15 +326,12 @@ def test_a_rejected_only_key_fails(engine) -> None:
     (exhausted(requests="7s", tokens="2s"), 7),
     ({"retry-after": "0"}, 0),
 ])
-def test_a_429_cools_its_key_for_the_servers_wait(clock, headers, cooldown) -> None:
-    e = Engine("t", keys=[Secret("sk-1", "k1")], retry=RetryPolicy(max_retries=0), clock=clock)
-    try:
-        with pytest.raises(RateLimitError):
-            e.call(lambda a: (_ for _ in ()).throw(RateLimitError("slow", status=429,
-                                                                  headers=headers)))
-        assert e.stats()["keys"]["k1"]["cooling_down_for"] == pytest.approx(cooldown)
-    finally:
-        e.close()
+def test_a_429_cools_its_key_for_the_servers_wait(engine, clock, headers, cooldown) -> None:
+    e, _ = engine(retry=RetryPolicy(max_retries=0), clock=clock)
+    op, _ = failing(RateLimitError("slow", status=429, headers=headers))
+    with pytest.raises(RateLimitError):
+        e.call(op)
+    assert e.stats()["keys"]["k1"]["cooling_down_for"] == pytest.approx(cooldown)
 
 
 # -- the policy -----------------------------------------------------------------------------

@@ -451,15 +451,15 @@ class Runner:
                     os.utime(copy, (stamp, stamp))
                     ids = [str(self.root / t) for t in tests]
                     rc, text, m.seconds = self.pytest(target, ["-x", *ids], env, limit)
-                    if rc in (3, 4, 5):  # internal error, usage error, nothing collected
+                    if rc == 5:  # nothing collected: the test ids are wrong, not the mutant
                         raise SystemExit(f"pytest could not run mutant #{m.index}:\n{text[-3000:]}")
                     if rc is None:
                         m.status = "killed (timeout)"
                     elif rc == 0:
                         m.status = "survived"
-                    else:
+                    else:  # a failure, or the package no longer imports (rc 2-4)
                         m.status = "killed"
-                        m.failed = _first_failure(text)
+                        m.failed = f"rc={rc} {_first_failure(text)}"
                 if on_done:
                     on_done(i, m)
         finally:
@@ -535,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
                         "survivors": [dict(asdict(m), diff=diff_line(source, m))
                                       for m in survivors],
                         "mutants": [asdict(m) for m in chosen]}
-    if args.json and not args.list:
-        args.json.write_text(json.dumps(report, indent=1))
+        if args.json:  # after every module: a long run that stops keeps what it measured
+            args.json.write_text(json.dumps(report, indent=1))
     if len(report) > 1:
         for name, r in report.items():
             print(f"{r['module']}: {r['score']:.1f}% ({r['killed']}/{r['total']})")

@@ -193,6 +193,67 @@ def test_half_open_failure_restarts_the_clock(impl, clock) -> None:
     assert br.state is OPEN and br.retry_after() == pytest.approx(1)
     s = br.stats()
     assert (s["trips"], s["failures"], s["rejected"]) == (2, 2, 0)
+    clock.advance(1)
+    assert br.allow() is True  # the probe that failed no longer holds its slot
+
+
+def test_probe_successes_start_over_after_a_reopen(impl, clock) -> None:
+    br = impl.CircuitBreaker(failure_threshold=1, recovery_timeout=1, success_threshold=2,
+                             clock=clock)
+    br.record_failure()
+    clock.advance(1)
+    assert br.allow()
+    br.record_success()  # one of two
+    assert br.allow()
+    br.record_failure()  # back to open
+    clock.advance(1)
+    assert br.allow()
+    br.record_success()
+    assert br.state is HALF  # one success since it half-opened again
+    assert br.allow()
+    br.record_success()
+    assert br.state is CLOSED
+
+
+@pytest.mark.parametrize("read", ["state", "allow", "retry_after", "stats"])
+def test_the_timed_transition_is_announced_by_every_reader(impl, clock, read) -> None:
+    br = impl.CircuitBreaker(failure_threshold=1, recovery_timeout=1, clock=clock)
+    seen = []
+    br.add_listener(lambda old, new: seen.append((old, new)))
+    br.record_failure()
+    clock.advance(1)
+    value = getattr(br, read)
+    if callable(value):
+        value()
+    assert seen == [(CLOSED, OPEN), (OPEN, HALF)]
+
+
+def test_defaults(impl, clock) -> None:
+    br = impl.CircuitBreaker(clock=clock)
+    assert (br.failure_threshold, br.recovery_timeout) == (5, 30.0)
+    assert repr(br) == "<CircuitBreaker CLOSED>"
+    for _ in range(4):
+        br.record_failure()
+    assert br.state is CLOSED
+    br.record_failure()
+    assert repr(br) == "<CircuitBreaker OPEN>"
+    clock.advance(29.9)
+    assert br.state is OPEN
+    clock.advance(0.1)
+    assert br.allow() and not br.allow()  # one probe
+    br.record_success()  # one success closes
+    assert br.state is CLOSED
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"failure_threshold": 0}, "failure_threshold"),
+    ({"half_open_max_calls": 0}, "half_open_max_calls"),
+    ({"success_threshold": 1.5}, "success_threshold"),
+    ({"recovery_timeout": -1}, "recovery_timeout"),
+])
+def test_a_bad_argument_is_named(impl, kwargs, name) -> None:
+    with pytest.raises(ValueError, match=name):
+        impl.CircuitBreaker(**kwargs)
 
 
 def test_a_listener_may_read_the_breaker(impl, clock) -> None:

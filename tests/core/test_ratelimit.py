@@ -283,3 +283,52 @@ def test_default_sleep_never_wakes_early(impl) -> None:
     start = time.monotonic()
     assert b.acquire(1)  # waits about 5 ms with the default sleep
     assert time.monotonic() - start >= 0.004
+
+
+def test_numbers_of_any_real_type(impl, clock) -> None:
+    """Rates, costs, refunds and server counts may be ints, Decimals, numpy scalars...; the
+    bucket works in floats."""
+    from decimal import Decimal
+
+    b = impl.TokenBucket(Decimal("10"), capacity=10, clock=clock)
+    assert type(b.rate) is float and type(b.capacity) is float
+    assert b.try_acquire(Decimal("4")) == 0.0
+    b.refund(Decimal("1"))
+    b.sync(Decimal("5"), Decimal("1"))
+    b.charge(Decimal("1"))
+    clock.advance(0.1)
+    assert b.available() == pytest.approx(5)
+
+
+def test_timeout_zero_means_do_not_wait(impl, clock) -> None:
+    b = impl.TokenBucket(1, capacity=1, clock=clock, sleep=clock.sleep)
+    assert b.acquire(1, timeout=0) is True
+    assert b.acquire(1, timeout=0) is False
+    lim = impl.RateLimiter([impl.TokenBucket(1, capacity=1, clock=clock, sleep=clock.sleep)])
+    assert lim.acquire([1], timeout=0) is True
+    assert lim.acquire([1], timeout=0) is False
+    assert clock.slept == []
+
+
+def test_limiter_defaults_to_its_first_buckets_clock_and_sleep(impl, clock) -> None:
+    lim = impl.RateLimiter(iter([impl.TokenBucket(1, capacity=1, clock=clock, sleep=clock.sleep)]))
+    assert isinstance(lim.buckets, tuple) and len(lim.buckets) == 1
+    assert lim.acquire([1])
+    assert lim.acquire([1], timeout=1.0)  # the deadline is read on the bucket's clock
+    assert clock.slept == [pytest.approx(1.0)]
+
+
+def test_limiter_costs_may_be_any_iterable(impl, clock) -> None:
+    a = impl.TokenBucket(1, capacity=5, clock=clock)
+    b = impl.TokenBucket(1, capacity=5, clock=clock)
+    lim = impl.RateLimiter([a, b])
+    assert lim.try_acquire(iter([1, 2])) == 0.0
+    assert lim.try_acquire(c for c in (1, 1)) == 0.0
+    lim.refund(iter([2, 3]))
+    assert (a.available(), b.available()) == (pytest.approx(5), pytest.approx(5))
+
+
+def test_reprs(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=2.5, clock=clock)
+    assert repr(b) == "<TokenBucket rate=10/s capacity=2.5>"
+    assert repr(impl.RateLimiter([b])) == "<RateLimiter [<TokenBucket rate=10/s capacity=2.5>]>"

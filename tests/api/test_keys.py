@@ -134,8 +134,37 @@ def test_a_limited_key_is_passed_over_for_one_with_budget(clock) -> None:
     assert take(pool, 10).label == "k1"  # k1 spent
     assert take(pool, 1).label == "k2"
     assert take(pool, 5).label == "k2"  # k1's turn, but it has no budget
-    assert take(pool, 0).label == "k1"  # a free request still takes its turn
+    key, wait = pool.acquire()  # no estimate: costs no tokens, takes its turn
+    assert (key.label, wait) == ("k1", 0.0)
     assert pool.stats()["k1"]["limiter_waits"] == 1
+
+
+@pytest.mark.parametrize("rpm, burst, wait", [(600, 10, 0.1), (30, 1, 2.0)])
+def test_the_request_burst_is_one_seconds_worth(clock, rpm, burst, wait) -> None:
+    pool = KeyPool(secrets(1), rpm=rpm, clock=clock)
+    for _ in range(burst):
+        take(pool)
+    assert pool.acquire() == (None, pytest.approx(wait))
+
+
+@pytest.mark.parametrize("tpm, burst, wait", [(600, 10, 0.1), (30, 1, 2.0)])
+def test_the_token_burst_is_one_seconds_worth(clock, tpm, burst, wait) -> None:
+    pool = KeyPool(secrets(1), tpm=tpm, clock=clock)
+    take(pool, 1000)  # an estimate above the burst takes the whole burst
+    assert pool.acquire(1) == (None, pytest.approx(wait))
+    clock.advance(wait)
+    take(pool, 1)
+    assert pool.acquire(burst) == (None, pytest.approx(burst * wait))
+
+
+def test_a_cooling_key_hands_its_turn_to_the_next(clock) -> None:
+    pool = KeyPool(secrets(3), clock=clock)
+    assert turns(pool, 3) == ["k1", "k2", "k3"]
+    k1 = take(pool)
+    assert k1.label == "k1"
+    pool.release(k1, ok=True)
+    pool.cooldown(k1, 10)
+    assert turns(pool, 3) == ["k2", "k3", "k2"]
 
 
 def test_rpm_and_tpm_together_wait_for_the_longer(clock) -> None:
@@ -157,6 +186,17 @@ def test_limits_follow_the_injected_clock(clock) -> None:
 
 
 # -- the server's rate-limit headers ------------------------------------------------------
+
+def test_release_reconciles_a_direct_caller(clock) -> None:
+    pool = KeyPool(secrets(1), tpm=600, clock=clock)
+    k = take(pool)
+    pool.release(k, ok=True, used_tokens=4)  # no estimate given: all 4 are charged now
+    assert pool.acquire(10) == (None, pytest.approx(0.4))
+    k = take(pool, 3)
+    pool.release(k, ok=False)  # no usage known: the estimate stays charged
+    assert pool.acquire(10) == (None, pytest.approx(0.7))
+    assert pool.stats()["k1"]["tokens"] == 4
+
 
 def test_sync_lowers_the_request_budget_to_the_servers(clock) -> None:
     pool = KeyPool(secrets(1), rpm=600, clock=clock)  # 10 a second, burst 10

@@ -142,12 +142,12 @@ def test_retry_after_as_an_http_date() -> None:
 
 @pytest.mark.parametrize("code", [408, 409, 429, 500, 502, 503, 504, 599])
 def test_retryable_statuses(code) -> None:
-    assert is_retryable(status(code))
+    assert is_retryable(status(code)) is True
 
 
 @pytest.mark.parametrize("code", [400, 401, 403, 404, 405, 410, 413, 422, 499])
 def test_statuses_never_retried(code) -> None:
-    assert not is_retryable(status(code))
+    assert is_retryable(status(code)) is False
 
 
 def test_retryable_set_is_exactly_the_documented_one() -> None:
@@ -155,19 +155,19 @@ def test_retryable_set_is_exactly_the_documented_one() -> None:
 
 
 def test_retried_without_a_status() -> None:
-    assert is_retryable(APIConnectionError("reset"))
-    assert is_retryable(APITimeoutError("slow"))
-    assert is_retryable(ResponseFormatError("half a JSON"))
-    assert not is_retryable(StreamInterrupted("cut", partial_text="ab"))
-    assert not is_retryable(APIStatusError("no status"))
-    assert not is_retryable(ConfigurationError("bad option"))
+    assert is_retryable(APIConnectionError("reset")) is True
+    assert is_retryable(APITimeoutError("slow")) is True
+    assert is_retryable(ResponseFormatError("half a JSON")) is True
+    assert is_retryable(StreamInterrupted("cut", partial_text="ab")) is False
+    assert is_retryable(APIStatusError("no status")) is False
+    assert is_retryable(ConfigurationError("bad option")) is False
 
 
 def test_the_server_overrides_the_status() -> None:
-    assert not is_retryable(status(503, **{"X-Should-Retry": "false"}))
-    assert is_retryable(status(400, **{"x-should-retry": "true"}))
-    assert is_retryable(status(503, **{"x-should-retry": "maybe"}))  # not a yes or a no
-    assert not is_retryable(status(400, **{"x-should-retry": "TRUE"}))
+    assert is_retryable(status(503, **{"X-Should-Retry": "false"})) is False
+    assert is_retryable(status(400, **{"x-should-retry": "true"})) is True
+    assert is_retryable(status(503, **{"x-should-retry": "maybe"})) is True  # not a yes or no
+    assert is_retryable(status(400, **{"x-should-retry": "TRUE"})) is False
 
 
 # -- what counts against the breaker --------------------------------------------------------
@@ -180,12 +180,12 @@ NOT_COUNTED = [status(400), status(401), status(404), status(409), status(429),
 
 @pytest.mark.parametrize("exc", COUNTED, ids=lambda e: repr(e.status or type(e).__name__))
 def test_counts_against_the_breaker(exc) -> None:
-    assert counts_against_breaker(exc)
+    assert counts_against_breaker(exc) is True
 
 
 @pytest.mark.parametrize("exc", NOT_COUNTED, ids=lambda e: repr(e.status or type(e).__name__))
 def test_does_not_count_against_the_breaker(exc) -> None:
-    assert not counts_against_breaker(exc)
+    assert counts_against_breaker(exc) is False
 
 
 @pytest.mark.parametrize("exc, opens", [(e, True) for e in COUNTED] + [(e, False) for e in NOT_COUNTED],

@@ -15,7 +15,8 @@ Usage (from the repository root, with the project's venv active)::
     python scripts/mutation.py keys --mutant 17    # run one mutant and show its diff
     python scripts/mutation.py keys --json out.json
 
-Options: ``--only NAME`` restricts mutants to functions/classes named NAME (repeatable);
+Options: ``--only NAME`` restricts mutants to functions/classes named NAME, or a dotted path
+such as ``Transport.request`` (repeatable);
 ``--pure`` runs with ``IPFS_ACCEL_NO_EXTENSIONS=1`` and without the ``c_extension`` tests
 (for the pure twins of the core); ``--timeout S`` caps one mutant's run (default: three times
 a clean run of the tests it needs, at least 20 s); ``--root DIR`` mutates and tests another
@@ -58,8 +59,8 @@ PRESETS: dict[str, tuple[str, list[str], list[str], bool]] = {
     "retry": (f"{PKG}/engine/retry.py", ["tests"], [], False),
     "config": (f"{PKG}/config.py", ["tests"], [], False),
     "transport": (f"{PKG}/transport.py", ["tests"],
-                  ["request", "_lines", "_decode", "iter_sse", "iter_ndjson", "SSEEvent",
-                   "json"], False),
+                  ["Transport.request", "_lines", "_decode", "iter_sse", "iter_ndjson",
+                   "SSEEvent", "Response.json"], False),
     "ratelimit": (f"{PKG}/core/_pure/ratelimit.py", ["tests"], [], True),
     "breaker": (f"{PKG}/core/_pure/breaker.py", ["tests"], [], True),
 }
@@ -106,8 +107,16 @@ class _Finder(ast.NodeVisitor):
         self._names: list[str] = []
         self._in_raise = 0
 
+    def _selected(self) -> bool:
+        """Inside one of ``only``: a name, or a dotted path (``Transport.request``)."""
+        for o in self.only:
+            parts = o.split(".")
+            if any(self._names[i:i + len(parts)] == parts for i in range(len(self._names))):
+                return True
+        return not self.only
+
     def _add(self, node: ast.AST, new: str, what: str, stmt: ast.stmt | None = None) -> None:
-        if self.only and not any(n in self.only for n in self._names):
+        if not self._selected():
             return
         stmt = stmt or (self._stmt[-1] if self._stmt else None)
         func = self._func[-1] if self._func else None

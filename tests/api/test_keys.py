@@ -73,6 +73,14 @@ def test_round_robin_order(clock) -> None:
     assert turns(pool, 7) == ["k1", "k2", "k3", "k1", "k2", "k3", "k1"]
 
 
+def test_round_robin_order_on_the_wire(make, emu) -> None:
+    ai = make(api_keys=["k1", "k2", "k3"])
+    for _ in range(5):
+        ai.list_models()
+    sent = [h["authorization"] for h in emu.record("openai").auth_headers_seen]
+    assert sent == ["Bearer k1", "Bearer k2", "Bearer k3", "Bearer k1", "Bearer k2"]
+
+
 def test_round_robin_gives_a_busy_key_its_turn(clock) -> None:
     pool = KeyPool(secrets(3), clock=clock)
     busy = take(pool)

@@ -48,7 +48,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = "src/ipfs_accelerate_api"
@@ -412,7 +412,7 @@ class Runner:
         t0 = time.monotonic()
         try:
             p = subprocess.run(cmd, cwd=self.cwd, env=env, capture_output=True, text=True,
-                               timeout=timeout)
+                               timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             return None, "", time.monotonic() - t0
         return p.returncode, p.stdout + p.stderr, time.monotonic() - t0
@@ -523,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [m for m in mutants if args.mutant is None or m.index in args.mutant]
         print(f"{rel}: {len(chosen)} mutants", flush=True)
 
-        def done(i: int, m: Mutant) -> None:
+        def done(i: int, m: Mutant, source: str = source, chosen: list = chosen) -> None:
             if args.verbose or m.status in ("survived", "not covered") or args.mutant:
                 print(f"  #{m.index} L{m.start[0]} {m.status}: {m.what}: {diff_line(source, m)}"
                       + (f" [{m.failed}]" if m.failed and (args.verbose or args.mutant) else ""),

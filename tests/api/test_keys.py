@@ -279,8 +279,7 @@ def test_bucket_ends_where_the_real_usage_puts_it(on_clock, est, used, wait) -> 
     e = on_clock(keys=secrets(1), tpm=600)  # 10 tokens a second, burst 10
     assert e.call(lambda a: OpResult("x", prompt_tokens=used - used // 2,
                                      completion_tokens=used // 2), est_tokens=est) == "x"
-    key, got = e.keys.acquire(10)
-    assert got == pytest.approx(wait)
+    assert e.keys.acquire(10)[1] == pytest.approx(wait)
     assert e.stats()["keys"]["k1"]["tokens"] == used
 
 

@@ -31,7 +31,6 @@ from ipfs_accelerate_api.errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
-    BadRequestError,
     ConfigurationError,
     NotFoundError,
     RateLimitError,
@@ -385,5 +384,10 @@ def test_policy_defaults_and_value_semantics() -> None:
         RetryPolicy(3)  # keyword-only
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.max_retries = 5  # type: ignore[misc]
-    assert BreakerPolicy() == BreakerPolicy(failure_threshold=5, recovery_timeout=30.0,
-                                            half_open_max_calls=1, success_threshold=1)
+    b = BreakerPolicy()
+    assert b == BreakerPolicy(failure_threshold=5, recovery_timeout=30.0, half_open_max_calls=1,
+                              success_threshold=1)
+    with pytest.raises(TypeError):
+        BreakerPolicy(5)  # keyword-only
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.failure_threshold = 1  # type: ignore[misc]

@@ -290,12 +290,12 @@ def test_numbers_of_any_real_type(impl, clock) -> None:
     bucket works in floats."""
     from decimal import Decimal
 
-    b = impl.TokenBucket(Decimal("10"), capacity=10, clock=clock)
+    b = impl.TokenBucket(Decimal(10), capacity=10, clock=clock)
     assert type(b.rate) is float and type(b.capacity) is float
-    assert b.try_acquire(Decimal("4")) == 0.0
-    b.refund(Decimal("1"))
-    b.sync(Decimal("5"), Decimal("1"))
-    b.charge(Decimal("1"))
+    assert b.try_acquire(Decimal(4)) == 0.0
+    b.refund(Decimal(1))
+    b.sync(Decimal(5), Decimal(1))
+    b.charge(Decimal(1))
     clock.advance(0.1)
     assert b.available() == pytest.approx(5)
 

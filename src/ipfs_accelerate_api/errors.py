@@ -15,6 +15,7 @@ Everything this package raises on purpose derives from :class:`AcceleratorError`
         │   └── APITimeoutError
         ├── ResponseFormatError       the answer could not be understood
         │   └── StreamInterrupted     a stream broke after it started (``partial_text``)
+        │       └── StreamTimeoutError  (+ APITimeoutError) a stream bound fired
         └── APIStatusError            an HTTP error status (``status``)
             ├── BadRequestError 400 · AuthenticationError 401 · PermissionDeniedError 403
             ├── NotFoundError 404 · ConflictError 409 · UnprocessableEntityError 422
@@ -51,6 +52,7 @@ __all__ = [
     "ResponseFormatError",
     "ServerError",
     "StreamInterrupted",
+    "StreamTimeoutError",
     "UnprocessableEntityError",
     "UnsupportedOperation",
     "status_error_class",
@@ -121,7 +123,7 @@ class APIError(AcceleratorError):
         parts = [self.message]
         if self.status is not None:
             parts.insert(0, f"[{self.status}]")
-        if self.backend:
+        if self.backend and not self.message.startswith(f"{self.backend}:"):
             parts.insert(0, f"{self.backend}:")
         if self.request_id:
             parts.append(f"(request id {self.request_id})")
@@ -146,6 +148,12 @@ class StreamInterrupted(ResponseFormatError):
     def __init__(self, message: str, *, partial_text: str = "", **kwargs: Any):
         super().__init__(message, **kwargs)
         self.partial_text = partial_text
+
+
+class StreamTimeoutError(StreamInterrupted, APITimeoutError):
+    """A stream went quiet for longer than ``Timeouts.stream_idle``, or ran past
+    ``Timeouts.stream_total``; ``partial_text`` holds what arrived. Also an
+    :class:`APITimeoutError`, so ``except APITimeoutError`` catches every timeout."""
 
 
 class APIStatusError(APIError):

@@ -116,7 +116,7 @@ def test_4xx_does_not_trip_the_breaker(make, emu) -> None:
     ai = make(breaker=BreakerPolicy(failure_threshold=2))
     for _ in range(4):
         with pytest.raises(AcceleratorError):
-            ai.chat([{"role": "user"}], model="gpt-4o-mini")
+            ai.embed([""], model="text-embedding-3-small")
     assert ai.engine.breaker.state is BreakerState.CLOSED
 
 

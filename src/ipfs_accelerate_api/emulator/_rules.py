@@ -304,8 +304,14 @@ class Obj(Rule):
         return None
 
 
+def _closer(a: Violation, b: Violation) -> bool:
+    """Whether ``a`` came closer to passing than ``b``: deeper, or not a type mismatch there."""
+    return (len(a.path), a.kind != "type") > (len(b.path), b.kind != "type")
+
+
 class OneOf(Rule):
-    """The first alternative that accepts the value's JSON type and passes."""
+    """The first alternative that accepts the value's JSON type and passes; when none passes,
+    the failure of the one that came closest."""
 
     def __init__(self, *options: Rule, **kw: Any) -> None:
         super().__init__(**kw)
@@ -314,17 +320,18 @@ class OneOf(Rule):
         self.name = " or ".join(dict.fromkeys(o.name for o in options))
 
     def check(self, value: Any, path: Path) -> Violation | None:
-        first = None
+        best = None
         for option in self.options:
             if type(value) in option.types:
                 bad = option.check(value, path)
                 if bad is None:
                     return None
-                first = first or bad
-        if first is None:
+                if best is None or _closer(bad, best):
+                    best = bad
+        if best is None:
             names = tuple(dict.fromkeys(o.name for o in self.options))
             return Violation(path, "type", self.name, names, json_type(value))
-        return first
+        return best
 
     def from_form(self, text: Any) -> Any:
         for option in self.options:

@@ -11,11 +11,30 @@ import urllib3
 
 from ipfs_accelerate_api.emulator import Emulator
 from ipfs_accelerate_api.emulator._rules import (
-    AnyValue, Array, Body, Bool, File, Int, Map, Model, Num, Obj, OneOf, Str, Tagged, Upload,
+    AnyValue,
+    Array,
+    Body,
+    Bool,
+    File,
+    Int,
+    Map,
+    Model,
+    Num,
+    Obj,
+    OneOf,
+    Str,
+    Tagged,
+    Upload,
     Violation,
 )
 from ipfs_accelerate_api.emulator._server import (
-    EmulatorServer, Reply, Request, Route, Service, ServiceConfig, Stream,
+    EmulatorServer,
+    Reply,
+    Request,
+    Route,
+    Service,
+    ServiceConfig,
+    Stream,
 )
 
 # -- rules on their own ------------------------------------------------------------------------------
@@ -103,7 +122,7 @@ class Toy(Service):
     """FastAPI-like: 422 ``{"detail": [...]}`` refusals, ``{"detail": "..."}`` errors."""
 
     name = "toy"
-    models = ["toy-1"]
+    models = ("toy-1",)
     routes = (
         Route("POST", r"/echo", "echo", Body(model=Model(required=True), n=Int(min=1))),
         Route("POST", r"/boom", "boom", Body(extra="allow")),

@@ -50,7 +50,8 @@ def _wav(samples: int, pitch: int) -> bytes:
     data = _tone(samples, pitch)
     fmt = struct.pack("<HHIIHH", 1, 1, SAMPLE_RATE, SAMPLE_RATE * 2, 2, 16)
     return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE"
-            + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+            + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+            + b"data" + struct.pack("<I", len(data)) + data)
 
 
 # -- mp3 --------------------------------------------------------------------------------------
@@ -125,8 +126,9 @@ def _opus(samples: int, pitch: int) -> bytes:
     while done < packets:
         n = min(255, packets - done)
         done += n
-        pages.append(_ogg_page([OPUS_PACKET] * n, granule=OPUS_PRE_SKIP + done * OPUS_PACKET_SAMPLES,
-                               seq=len(pages), flags=0x04 if done == packets else 0))
+        granule = OPUS_PRE_SKIP + done * OPUS_PACKET_SAMPLES
+        pages.append(_ogg_page([OPUS_PACKET] * n, granule=granule, seq=len(pages),
+                               flags=0x04 if done == packets else 0))
     return b"".join(pages)
 
 

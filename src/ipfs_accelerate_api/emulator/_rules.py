@@ -44,7 +44,7 @@ __all__ = [
     "Rule", "Str", "Tagged", "Upload", "Violation", "json_type",
 ]
 
-Path = tuple  # ("messages", 0, "role"); () is the body itself
+Path = tuple[Any, ...]  # ("messages", 0, "role"); () is the body itself
 
 #: What went wrong, in :attr:`Violation.kind`.
 KINDS = ("json", "missing", "type", "enum", "below_min", "above_max", "too_short", "too_long",
@@ -178,10 +178,10 @@ class Model(Str):
 
 
 class Int(Rule):
-    types = (int,)  # ``type() in`` keeps booleans out
+    types: tuple[type, ...] = (int,)  # ``type() in`` keeps booleans out
     name = "integer"
 
-    def __init__(self, *, min: int | None = None, max: int | None = None, **kw: Any) -> None:
+    def __init__(self, *, min: float | None = None, max: float | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.min, self.max = min, max
 
@@ -236,7 +236,7 @@ class Array(Rule):
         super().__init__(**kw)
         self.items, self.min_items, self.max_items = items, min_items, max_items
 
-    def _check(self, value: list, path: Path) -> Violation | None:
+    def _check(self, value: list[Any], path: Path) -> Violation | None:
         if self.min_items is not None or self.max_items is not None:
             bad = _bounds(self.name, len(value), path, self.min_items, self.max_items, _LENGTHS)
             if bad:
@@ -264,7 +264,7 @@ class Map(Rule):
         super().__init__(**kw)
         self.values = values
 
-    def _check(self, value: dict, path: Path) -> Violation | None:
+    def _check(self, value: dict[str, Any], path: Path) -> Violation | None:
         for k, v in value.items():
             if self.values.check(v, path):
                 return self.values.check(v, (*path, k))
@@ -286,7 +286,7 @@ class Obj(Rule):
         self.extra = extra
         self._required = tuple(k for k, r in self.fields.items() if r.required)
 
-    def _check(self, value: dict, path: Path) -> Violation | None:
+    def _check(self, value: dict[str, Any], path: Path) -> Violation | None:
         for name in self._required:
             if name not in value:
                 return Violation((*path, name), "missing")
@@ -356,7 +356,7 @@ class Tagged(Rule):
             self.variants[value] = Obj(fields, extra=variant.extra)
         self._names = tuple(self.variants)
 
-    def _check(self, value: dict, path: Path) -> Violation | None:
+    def _check(self, value: dict[str, Any], path: Path) -> Violation | None:
         tag = value.get(self.tag)
         variant = self.variants.get(tag) if type(tag) is str else None
         if variant is None:
@@ -378,7 +378,7 @@ class Body(Obj):
 
     def __init__(self, fields: Mapping[str, Rule] | None = None, /, *, form: bool = False,
                  extra: str = "forbid", **named: Rule) -> None:
-        super().__init__(fields, extra=extra, **named)
+        super().__init__({**(fields or {}), **named}, extra=extra)
         self.form = form
         self.model_key = next((k for k, r in self.fields.items() if isinstance(r, Model)), None)
 

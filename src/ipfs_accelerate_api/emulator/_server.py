@@ -28,8 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from ._rules import Body, Upload, Violation, parse_json
 
-__all__ = ["FaultPlan", "Reply", "Request", "Route", "Service", "ServiceConfig", "Stream",
-           "EmulatorServer"]
+__all__ = ["EmulatorServer", "FaultPlan", "Reply", "Request", "Route", "Service", "ServiceConfig",
+           "Stream"]
 
 #: Seconds an injected 429 asks the client to wait.
 FAULT_RETRY_AFTER = 0.05
@@ -204,7 +204,8 @@ class Service:
         return max(1, len(req.body) // 4)
 
     # -- machinery ------------------------------------------------------------------------
-    def route(self, method: str, path: str) -> tuple[Route | None, Handler | None, dict[str, str], bool]:
+    def route(self, method: str,
+              path: str) -> tuple[Route | None, Handler | None, dict[str, str], bool]:
         """The route, its bound handler and path parameters, and whether the path is known."""
         path_known = False
         for r, rx, handler in self._compiled:
@@ -392,19 +393,19 @@ def parse_multipart(req: Request) -> dict[str, Any]:
                         filename = v.strip('"')
         if not name:
             continue
-        value: Any = (Upload(filename, data, part_type) if filename is not None
+        field: Any = (Upload(filename, data, part_type) if filename is not None
                       else data.decode("utf-8", "replace"))
         base, _, sub = name.partition("[")
         if not sub:
-            fields[name] = value
+            fields[name] = field
         elif sub == "]":
             if not isinstance(fields.get(base), list):
                 fields[base] = []
-            fields[base].append(value)
+            fields[base].append(field)
         else:
             if not isinstance(fields.get(base), dict):
                 fields[base] = {}
-            fields[base][sub.rstrip("]")] = value
+            fields[base][sub.rstrip("]")] = field
     return fields
 
 
@@ -457,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         sub = "/" + (segs[2] if len(segs) > 2 else "")
         headers = {k.lower(): v for k, v in self.headers.items()}
-        host = headers.get("host") or "%s:%s" % self.server.server_address[:2]
+        host = headers.get("host") or "{}:{}".format(*self.server.server_address[:2])
         req = Request(self.command, sub, parse_qs(parts.query), headers, body, None, {},
                       root=f"http://{host}/{prefix}")
         req.key = service.read_key(req)
@@ -487,11 +488,10 @@ class _Handler(BaseHTTPRequestHandler):
         if delay:
             time.sleep(delay)
         route, handler, params, path_known = service.route(req.method, req.path)
-        if route is None or route.auth:
-            if cfg.keys is None or len(cfg.keys) > 0:
-                if not req.key or (cfg.keys is not None and req.key not in cfg.keys):
-                    return self._reply(service.error(401, "Incorrect API key provided.",
-                                                     "invalid_request_error", "invalid_api_key"))
+        needs_key = (route is None or route.auth) and (cfg.keys is None or len(cfg.keys) > 0)
+        if needs_key and (not req.key or (cfg.keys is not None and req.key not in cfg.keys)):
+            return self._reply(service.error(401, "Incorrect API key provided.",
+                                             "invalid_request_error", "invalid_api_key"))
         if route is None or handler is None:
             status = 405 if path_known else 404
             return self._reply(service.error(status, f"Unknown request URL: {req.method} {req.path}",

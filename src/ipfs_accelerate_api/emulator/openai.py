@@ -27,7 +27,20 @@ import numpy as np
 
 from . import _media
 from ._rules import (
-    AnyValue, Array, Body, Bool, File, Int, Map, Model, Num, Obj, OneOf, Rule, Str, Tagged,
+    AnyValue,
+    Array,
+    Body,
+    Bool,
+    File,
+    Int,
+    Map,
+    Model,
+    Num,
+    Obj,
+    OneOf,
+    Rule,
+    Str,
+    Tagged,
     Violation,
 )
 from ._server import APIFailure, Reply, Request, Route, Service, Stream, go_duration
@@ -61,7 +74,7 @@ VOICE = OneOf(Str(enum=VOICES), Obj(id=Str(required=True)), required=True)
 
 
 def _part(**fields: Rule) -> Obj:
-    return Obj(prompt_cache_breakpoint=AnyValue(), **fields)
+    return Obj({"prompt_cache_breakpoint": AnyValue(), **fields})
 
 
 def _content(parts: Rule, **kw: Any) -> OneOf:
@@ -72,24 +85,25 @@ TEXT = _part(text=Str(required=True))
 TEXT_PARTS = Tagged("type", {"text": TEXT})
 USER_PARTS = Tagged("type", {
     "text": TEXT,
-    "image_url": _part(image_url=Obj(url=Str(required=True), detail=Str(enum=("auto", "low", "high")),
-                                     required=True)),
-    "input_audio": _part(input_audio=Obj(data=Str(required=True),
-                                         format=Str(enum=("wav", "mp3"), required=True), required=True)),
+    "image_url": _part(image_url=Obj(url=Str(required=True), required=True,
+                                     detail=Str(enum=("auto", "low", "high")))),
+    "input_audio": _part(input_audio=Obj(data=Str(required=True), required=True,
+                                         format=Str(enum=("wav", "mp3"), required=True))),
     "file": _part(file=Obj(filename=Str(), file_data=Str(), file_id=Str(), required=True)),
 })
 TOOL_CALL = Tagged("type", {
-    "function": Obj(id=Str(required=True), function=Obj(name=Str(required=True),
-                                                        arguments=Str(required=True), required=True)),
-    "custom": Obj(id=Str(required=True), custom=Obj(name=Str(required=True), input=Str(required=True),
-                                                    required=True)),
+    "function": Obj(id=Str(required=True), function=Obj(
+        name=Str(required=True), arguments=Str(required=True), required=True)),
+    "custom": Obj(id=Str(required=True), custom=Obj(
+        name=Str(required=True), input=Str(required=True), required=True)),
 })
 INSTRUCTION = Obj(content=_content(TEXT_PARTS, required=True), name=Str())
 MESSAGE = Tagged("role", {
     "developer": INSTRUCTION,
     "system": INSTRUCTION,
     "user": Obj(content=_content(USER_PARTS, required=True), name=Str()),
-    "assistant": Obj(content=_content(Tagged("type", {"text": TEXT, "refusal": Obj(refusal=Str(required=True))})),
+    "assistant": Obj(content=_content(Tagged("type", {"text": TEXT,
+                                                      "refusal": Obj(refusal=Str(required=True))})),
                      refusal=Str(), name=Str(), audio=Obj(id=Str(required=True)),
                      tool_calls=Array(TOOL_CALL),
                      function_call=Obj(name=Str(required=True), arguments=Str(required=True))),
@@ -99,7 +113,8 @@ MESSAGE = Tagged("role", {
 TOOL = Tagged("type", {
     "function": Obj(function=Obj(name=Str(required=True), description=Str(), parameters=FREE,
                                  strict=Bool(), required=True)),
-    "custom": Obj(custom=Obj(name=Str(required=True), description=Str(), format=FREE, required=True)),
+    "custom": Obj(custom=Obj(name=Str(required=True), description=Str(), format=FREE,
+                             required=True)),
 })
 TOOL_CHOICE = OneOf(Str(enum=("none", "auto", "required")), Tagged("type", {
     "function": Obj(function=Obj(name=Str(required=True), required=True)),
@@ -113,16 +128,16 @@ RESPONSE_FORMAT = Tagged("type", {
                                        strict=Bool(), required=True)),
 })
 #: Fields chat and (legacy) completions share.
-SAMPLING: dict[str, Rule] = dict(
-    temperature=Num(min=0, max=2), top_p=Num(min=0, max=1), n=Int(min=1, max=128),
-    frequency_penalty=Num(min=-2, max=2), presence_penalty=Num(min=-2, max=2),
-    logit_bias=Map(Int(min=-100, max=100)), seed=Int(), user=Str(), stream=Bool(),
-    stop=OneOf(Str(), Array(Str(), min_items=1, max_items=4)),
-    stream_options=Obj(include_usage=Bool(), include_obfuscation=Bool()),
-)
+SAMPLING: dict[str, Rule] = {
+    "temperature": Num(min=0, max=2), "top_p": Num(min=0, max=1), "n": Int(min=1, max=128),
+    "frequency_penalty": Num(min=-2, max=2), "presence_penalty": Num(min=-2, max=2),
+    "logit_bias": Map(Int(min=-100, max=100)), "seed": Int(), "user": Str(), "stream": Bool(),
+    "stop": OneOf(Str(), Array(Str(), min_items=1, max_items=4)),
+    "stream_options": Obj(include_usage=Bool(), include_obfuscation=Bool()),
+}
 
 CHAT = Body(
-    model=Model(required=True), messages=Array(MESSAGE, required=True, min_items=1), **SAMPLING,
+    SAMPLING, model=Model(required=True), messages=Array(MESSAGE, required=True, min_items=1),
     max_tokens=Int(min=1), max_completion_tokens=Int(min=1),
     logprobs=Bool(), top_logprobs=Int(min=0, max=20),
     tools=Array(TOOL), tool_choice=TOOL_CHOICE, parallel_tool_calls=Bool(),
@@ -130,8 +145,10 @@ CHAT = Body(
     functions=Array(Obj(name=Str(required=True), description=Str(), parameters=FREE),
                     min_items=1, max_items=128),
     response_format=RESPONSE_FORMAT, modalities=Array(Str(enum=("text", "audio"))),
-    audio=Obj(voice=VOICE, format=Str(enum=("wav", "aac", "mp3", "flac", "opus", "pcm16"), required=True)),
-    prediction=Obj(type=Str(enum=("content",), required=True), content=_content(TEXT_PARTS, required=True)),
+    audio=Obj(voice=VOICE,
+              format=Str(enum=("wav", "aac", "mp3", "flac", "opus", "pcm16"), required=True)),
+    prediction=Obj(type=Str(enum=("content",), required=True),
+                   content=_content(TEXT_PARTS, required=True)),
     reasoning_effort=Str(enum=("none", "minimal", "low", "medium", "high", "xhigh", "max")),
     verbosity=Str(enum=LEVELS),
     service_tier=Str(enum=("auto", "default", "flex", "scale", "priority", "fast")),
@@ -143,7 +160,7 @@ CHAT = Body(
     prompt_cache_options=FREE, moderation=FREE,
 )
 COMPLETIONS = Body(
-    model=Model(required=True), **SAMPLING,
+    SAMPLING, model=Model(required=True),
     prompt=OneOf(Str(), Array(Str()), Array(Int(), min_items=1),
                  Array(Array(Int(), min_items=1), min_items=1), required=True),
     max_tokens=Int(min=0), best_of=Int(min=0, max=20), echo=Bool(), logprobs=Int(min=0, max=5),
@@ -180,7 +197,8 @@ TRANSCRIPTIONS = Body(
     include=Array(Str(enum=("logprobs",))), stream=Bool(),
     timestamp_granularities=Array(Str(enum=("word", "segment"))),
     chunking_strategy=OneOf(Str(enum=("auto",)), FREE),
-    known_speaker_names=Array(Str(), max_items=4), known_speaker_references=Array(Str(), max_items=4),
+    known_speaker_names=Array(Str(), max_items=4),
+    known_speaker_references=Array(Str(), max_items=4),
 )
 #: Transcript formats each model writes (others: json and text only).
 MODEL_TRANSCRIPT_FORMATS = {"whisper-1": ("json", "text", "srt", "verbose_json", "vtt")}
@@ -226,7 +244,7 @@ def _arguments(parameters: Any, word: str) -> str:
     out = {}
     for name, spec in (props or {}).items():
         spec = spec if isinstance(spec, dict) else {}
-        out[name] = spec["enum"][0] if spec.get("enum") else sample.get(spec.get("type"), word)
+        out[name] = spec["enum"][0] if spec.get("enum") else sample.get(str(spec.get("type")), word)
     return json.dumps(out)
 
 
@@ -250,6 +268,13 @@ def _stream_events(base: dict[str, Any], choices: Iterable[dict[str, Any]], usag
     if include_usage:
         yield _sse({**base, "choices": [], "usage": usage})
     yield b"data: [DONE]\n\n"
+
+
+def _choice_chunks(index: int, parts: Iterable[dict[str, Any]],
+                   last: dict[str, Any]) -> list[dict[str, Any]]:
+    """One choice's stream entries: its parts (unfinished), then ``last`` (with the finish)."""
+    return [{"index": index, **p, "logprobs": None, "finish_reason": None} for p in parts] + [
+        {"index": index, **last, "logprobs": None}]
 
 
 def _interleave(per_choice: Iterable[Iterable[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
@@ -308,7 +333,8 @@ class _Choice:
         kind = self.call["type"]
         field = "arguments" if kind == "function" else "input"
         payload = self.call[kind]
-        head = {"index": 0, "id": self.call["id"], "type": kind, kind: {"name": payload["name"], field: ""}}
+        head = {"index": 0, "id": self.call["id"], "type": kind,
+                kind: {"name": payload["name"], field: ""}}
         yield {"role": "assistant", "content": None, "refusal": None, "tool_calls": [head]}
         for piece in _pieces(payload[field]):
             yield {"tool_calls": [{"index": 0, kind: {field: piece}}]}
@@ -332,14 +358,16 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     if choice in ("none", "auto"):
         return None
     if choice == "required":
-        return tools[0]
+        first: dict[str, Any] = tools[0]
+        return first
     kind = choice["type"]
     if kind == "allowed_tools":
         allowed = choice["allowed_tools"]
         names = {_tool_name(t) for t in allowed["tools"]}
-        listed = [t for t in tools if _tool_name(t) in names]
+        listed: list[dict[str, Any]] = [t for t in tools if _tool_name(t) in names]
         return listed[0] if listed and allowed["mode"] == "required" else None
     name = choice[kind]["name"]
+    tool: dict[str, Any]
     for tool in tools:
         if tool["type"] == kind and tool[kind]["name"] == name:
             return tool
@@ -358,13 +386,21 @@ def _quoted(values: Iterable[Any]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", and " + items[-1]
 
 
+_JSON_HINT = ("We could not parse the JSON body of your request. (HINT: This likely means you "
+              "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+              "but what was sent was not valid JSON.)")
+# kind -> (words, comparison, code part)
+_LIMITS = {"below_min": ("below minimum", ">=", "below_min"),
+           "above_max": ("above maximum", "<=", "above_max"),
+           "too_short": ("too short", "minimum", "below_min"),
+           "too_long": ("too long", "maximum", "above_max")}
+
+
 def _wording(v: Violation) -> tuple[str, str | None]:
     """OpenAI's message and ``code`` for a violation."""
     p = v.param or "body"
     if v.kind == "json":
-        return ("We could not parse the JSON body of your request. (HINT: This likely means you "
-                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-                "but what was sent was not valid JSON.)", None)
+        return _JSON_HINT, None
     if v.kind == "missing":
         return f"Missing required parameter: '{p}'.", "missing_required_parameter"
     if v.kind == "unknown":
@@ -372,24 +408,25 @@ def _wording(v: Violation) -> tuple[str, str | None]:
     if v.kind == "type":
         names = [_A.get(t, t) for t in v.expected]
         wanted = names[0] if len(names) == 1 else "one of " + " or ".join(names)
-        return (f"Invalid type for '{p}': expected {wanted}, but got {_A.get(v.got, v.got)} instead.",
-                "invalid_type")
+        got = _A.get(v.got, v.got)
+        return f"Invalid type for '{p}': expected {wanted}, but got {got} instead.", "invalid_type"
     if v.kind == "enum":
-        return f"Invalid value: '{v.got}'. Supported values are: {_quoted(v.expected)}.", "invalid_value"
+        supported = _quoted(v.expected)
+        return f"Invalid value: '{v.got}'. Supported values are: {supported}.", "invalid_value"
+    words, limit, code = _LIMITS[v.kind]
     if v.kind in ("below_min", "above_max"):
         number = "integer" if v.rule == "integer" else "decimal"
-        side, sign = ("below minimum", ">=") if v.kind == "below_min" else ("above maximum", "<=")
-        return (f"Invalid '{p}': {number} {side} value. Expected a value {sign} {v.expected}, "
-                f"but got {json.dumps(v.got)} instead.",
-                f"{number}_{'below_min' if v.kind == 'below_min' else 'above_max'}_value")
+        message = (f"Invalid '{p}': {number} {words} value. Expected a value {limit} "
+                   f"{v.expected}, but got {json.dumps(v.got)} instead.")
+        return message, f"{number}_{code}_value"
     what = "array" if v.rule == "array" else "string"
     if v.kind == "too_short" and v.got == 0:
-        return (f"Invalid '{p}': empty {what}. Expected {_A[what]} with minimum length {v.expected}, "
-                f"but got an empty {what} instead.", f"empty_{what}")
-    side = "minimum" if v.kind == "too_short" else "maximum"
-    return (f"Invalid '{p}': {what} too {'short' if v.kind == 'too_short' else 'long'}. Expected "
-            f"{_A[what]} with {side} length {v.expected}, but got {_A[what]} with length {v.got} "
-            f"instead.", f"{what}_{'below_min' if v.kind == 'too_short' else 'above_max'}_length")
+        message = (f"Invalid '{p}': empty {what}. Expected {_A[what]} with minimum length "
+                   f"{v.expected}, but got an empty {what} instead.")
+        return message, f"empty_{what}"
+    message = (f"Invalid '{p}': {what} {words}. Expected {_A[what]} with {limit} length "
+               f"{v.expected}, but got {_A[what]} with length {v.got} instead.")
+    return message, f"{what}_{code}_length"
 
 
 class OpenAIService(Service):
@@ -424,8 +461,8 @@ class OpenAIService(Service):
         return self.error(400, message, "invalid_request_error", code, violation.param)
 
     def unknown_model(self, model: str) -> Reply:
-        return self.error(404, f"The model `{model}` does not exist or you do not have access to it.",
-                          "invalid_request_error", "model_not_found")
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return self.error(404, message, "invalid_request_error", "model_not_found")
 
     def internal_error(self) -> Reply:
         return self.error(500, "The server had an error while processing your request. Sorry "
@@ -458,22 +495,22 @@ class OpenAIService(Service):
         tool = _chosen_tool(body)
         prompt = "\n".join(_content_text(m.get("content")) for m in body["messages"])
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
-        choices = [_Choice.make(prompt, self.seed, i, limit, tool) for i in range(body.get("n") or 1)]
+        choices = [_Choice.make(prompt, self.seed, i, limit, tool)
+                   for i in range(body.get("n") or 1)]
         usage = _usage(count_tokens(prompt), sum(c.tokens for c in choices))
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:20]}", "created": CREATED, "model": body["model"],
-                "system_fingerprint": "fp_emulator"}
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:20]}", "created": CREATED,
+                "model": body["model"], "system_fingerprint": "fp_emulator"}
         if body.get("stream"):
-            per_choice = [[{"index": i, "delta": d, "logprobs": None, "finish_reason": None}
-                           for d in c.deltas()]
-                          + [{"index": i, "delta": {}, "logprobs": None, "finish_reason": c.finish}]
+            per_choice = [_choice_chunks(i, ({"delta": d} for d in c.deltas()),
+                                         {"delta": {}, "finish_reason": c.finish})
                           for i, c in enumerate(choices)]
             events = _stream_events({**base, "object": "chat.completion.chunk"},
                                     _interleave(per_choice), usage, _include_usage(body))
             return Stream(events, headers=self._headers())
         return Reply(200, {
             **base, "object": "chat.completion",
-            "choices": [{"index": i, "message": c.message(), "logprobs": None, "finish_reason": c.finish}
-                        for i, c in enumerate(choices)],
+            "choices": [{"index": i, "message": c.message(), "logprobs": None,
+                         "finish_reason": c.finish} for i, c in enumerate(choices)],
             "usage": usage,
         }, self._headers())
 
@@ -501,12 +538,12 @@ class OpenAIService(Service):
         base = {"id": f"cmpl-{uuid.uuid4().hex[:20]}", "object": "text_completion",
                 "created": CREATED, "model": body["model"]}
         if body.get("stream"):
-            per_choice = [[{"text": w if k == 0 else " " + w, "index": i, "logprobs": None,
-                            "finish_reason": None} for k, w in enumerate(t.split())]
-                          + [{"text": "", "index": i, "logprobs": None, "finish_reason": f}]
+            per_choice = [_choice_chunks(i, ({"text": w if k == 0 else " " + w}
+                                             for k, w in enumerate(t.split())),
+                                         {"text": "", "finish_reason": f})
                           for i, (t, f) in enumerate(choices)]
-            return Stream(_stream_events(base, _interleave(per_choice), usage, _include_usage(body)),
-                          headers=self._headers())
+            events = _stream_events(base, _interleave(per_choice), usage, _include_usage(body))
+            return Stream(events, headers=self._headers())
         return Reply(200, {**base, "usage": usage, "choices": [
             {"text": t, "index": i, "logprobs": None, "finish_reason": f}
             for i, (t, f) in enumerate(choices)]}, self._headers())
@@ -518,16 +555,18 @@ class OpenAIService(Service):
             inputs = [inputs]
         native = EMBED_DIMS.get(model, DEFAULT_EMBED_DIM)
         dim = body.get("dimensions") or native
-        if body.get("dimensions") is not None and (model == "text-embedding-ada-002" or dim > native):
-            raise APIFailure(400, f"This model does not support {dim} dimensions (it has {native}).",
-                             param="dimensions", code="invalid_value")
+        asked = body.get("dimensions") is not None
+        if asked and (model == "text-embedding-ada-002" or dim > native):
+            raise APIFailure(400, f"This model does not support {dim} dimensions (it has "
+                             f"{native}).", param="dimensions", code="invalid_value")
         as_base64 = body.get("encoding_format") == "base64"
         data, tokens = [], 0
         for i, item in enumerate(inputs):
             text = item if isinstance(item, str) else " ".join(map(str, item))
             tokens += count_tokens(text)
             vec = embedding_for(text, dim, self.seed)
-            emb: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode() if as_base64 else vec.tolist()
+            emb: Any = (base64.b64encode(vec.astype("<f4").tobytes()).decode() if as_base64
+                        else vec.tolist())
             data.append({"object": "embedding", "index": i, "embedding": emb})
         return Reply(200, {"object": "list", "data": data, "model": model,
                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
@@ -572,7 +611,8 @@ class OpenAIService(Service):
 
     def image_file(self, req: Request) -> Reply:
         """What an image URL points at (no key needed, as for the API's signed URLs)."""
-        return Reply(200, _media.png(bytes.fromhex(req.params["rgb"])), {}, content_type="image/png")
+        png = _media.png(bytes.fromhex(req.params["rgb"]))
+        return Reply(200, png, {}, content_type="image/png")
 
     def transcriptions(self, req: Request) -> Reply:
         fields = req.data
@@ -580,16 +620,17 @@ class OpenAIService(Service):
         fmt = fields.get("response_format") or "json"
         allowed = MODEL_TRANSCRIPT_FORMATS.get(model, ("json", "text"))
         if fmt not in allowed:
-            raise APIFailure(400, f"response_format '{fmt}' is not compatible with model '{model}'. "
-                             f"Use {_quoted(allowed)} instead.", param="response_format",
-                             code="unsupported_value")
+            raise APIFailure(400, f"response_format '{fmt}' is not compatible with model "
+                             f"'{model}'. Use {_quoted(allowed)} instead.",
+                             param="response_format", code="unsupported_value")
         granular = fields.get("timestamp_granularities")
         if granular and fmt != "verbose_json":
             raise APIFailure(400, "timestamp_granularities requires response_format=verbose_json.",
                              param="timestamp_granularities", code="invalid_value")
         text = f"transcript of {len(upload.data)} bytes from {upload.filename or 'audio'}"
         if fmt in ("text", "srt", "vtt"):
-            cue = "00:00:00,000 --> 00:00:01,000" if fmt == "srt" else "00:00:00.000 --> 00:00:01.000"
+            cue = ("00:00:00,000 --> 00:00:01,000" if fmt == "srt"
+                   else "00:00:00.000 --> 00:00:01.000")
             body = {"text": text + "\n", "srt": f"1\n{cue}\n{text}\n\n",
                     "vtt": f"WEBVTT\n\n{cue}\n{text}\n\n"}[fmt]
             return Reply(200, body, self._headers(), content_type="text/plain; charset=utf-8")
@@ -601,7 +642,8 @@ class OpenAIService(Service):
         if not granular or "segment" in granular:
             out["segments"] = [{"id": 0, "seek": 0, "start": 0.0, "end": 1.0, "text": text,
                                 "tokens": list(range(len(text.split()))), "temperature": 0.0,
-                                "avg_logprob": -0.1, "compression_ratio": 1.0, "no_speech_prob": 0.0}]
+                                "avg_logprob": -0.1, "compression_ratio": 1.0,
+                                "no_speech_prob": 0.0}]
         if granular and "word" in granular:
             words = text.split()
             out["words"] = [{"word": w, "start": i / len(words), "end": (i + 1) / len(words)}
@@ -616,8 +658,8 @@ class OpenAIService(Service):
         if body.get("stream_format") != "sse":
             return Reply(200, audio, self._headers(), content_type=_media.AUDIO_TYPES[fmt])
         if body["model"] in ("tts-1", "tts-1-hd"):
-            raise APIFailure(400, f"stream_format 'sse' is not supported by model '{body['model']}'.",
-                             param="stream_format", code="unsupported_value")
+            raise APIFailure(400, f"stream_format 'sse' is not supported by model "
+                             f"'{body['model']}'.", param="stream_format", code="unsupported_value")
         tokens = count_tokens(text)
         done = {"type": "speech.audio.done", "usage": {
             "input_tokens": tokens, "output_tokens": len(audio) // 64,

@@ -8,6 +8,11 @@
         emu.stats("openai")["peak_concurrency"]
 
 From the shell: ``ipfs-accel emulate --port 8080``. In pytest: the ``ai_emulator`` fixture.
+
+It is as strict as the services: a request the real API refuses (a wrong type, a value out
+of range, an unknown field or model) gets that API's error, counted in
+``stats(name)["refused"]``. Models beyond a service's own list: ``ServiceConfig(models=...)``.
+A handler that raises answers the service's 500 and is kept in ``handler_errors()``.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ FAST_RETRY = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01)
 
 @pytest.fixture
 def emu():
+    """The emulator every API test talks to; no handler of it may raise during the test."""
     with Emulator(seed=1) as e:
         yield e
+    e.assert_no_handler_errors()
 
 
 @pytest.fixture

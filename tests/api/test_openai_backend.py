@@ -299,7 +299,8 @@ def test_embed_float_answer(make, emu) -> None:
     # The fast reader on the same wire bytes agrees with json, and steps aside for base64.
     body = urllib3.request("POST", emu.base_url("openai") + "/embeddings",
                            headers={"Authorization": "Bearer sk-test"},
-                           json={"model": "m", "input": texts, "dimensions": 32}).data
+                           json={"model": "text-embedding-3-small", "input": texts,
+                                 "dimensions": 32}).data
     data, vectors = _float_arrays(body)
     reference = _json.loads(body)["data"]
     assert [d["index"] for d in data["data"]] == [0, 1, 2]

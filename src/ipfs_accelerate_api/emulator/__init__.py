@@ -8,6 +8,11 @@
         emu.stats("openai")["peak_concurrency"]
 
 From the shell: ``ipfs-accel emulate --port 8080``. In pytest: the ``ai_emulator`` fixture.
+
+It is as strict as the services: a request the real API refuses (a wrong type, a value out
+of range, an unknown field or model) gets that API's error, counted in
+``stats(name)["refused"]``. Models beyond a service's own list: ``ServiceConfig(models=...)``.
+A handler that raises answers the service's 500 and is kept in ``handler_errors()``.
 """
 
 from __future__ import annotations
@@ -98,8 +103,25 @@ class Emulator:
         return self.services[service].config
 
     def stats(self, service: str) -> dict[str, Any]:
-        """What ``service`` saw: requests per key and path, peak concurrency, 429s, faults."""
+        """What ``service`` saw: requests per key and path, peak concurrency, 429s, faults,
+        refused requests per param, and ``handler_errors`` (exceptions its handlers raised)."""
         return self.services[service].record.snapshot()
+
+    def handler_errors(self) -> dict[str, list[str]]:
+        """Exceptions the handlers raised, per service (only those with any): each one is an
+        emulator bug that a client saw as a 500."""
+        out = {}
+        for name, service in self.services.items():
+            errors = service.record.snapshot()["handler_errors"]
+            if errors:
+                out[name] = errors
+        return out
+
+    def assert_no_handler_errors(self) -> None:
+        """Fail (``AssertionError``) if any handler raised; for a test's teardown."""
+        errors = self.handler_errors()
+        if errors:
+            raise AssertionError(f"the emulator's handlers raised (answered as 500s): {errors}")
 
     def record(self, service: str) -> Any:
         return self.services[service].record

@@ -307,3 +307,10 @@ def test_embed_float_answer(make, emu) -> None:
     for vec, ref in zip(vectors, reference):
         assert np.array_equal(vec, np.asarray(ref["embedding"], dtype=np.float32))
     assert _float_arrays(b'{"data": [{"embedding": "AAAA"}]}') is None
+
+
+def test_transcribe_sends_list_options_as_repeated_fields(make, emu) -> None:
+    ai = make()
+    text = ai.transcribe(b"12345", model="whisper-1", response_format="verbose_json",
+                         timestamp_granularities=["word", "segment"])
+    assert text == "transcript of 5 bytes from audio.wav"  # the emulator refuses a JSON-text list

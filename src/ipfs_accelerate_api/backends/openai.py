@@ -268,10 +268,13 @@ class OpenAIBackend(Backend):
         else:
             data = file.read()
             filename = filename or os.path.basename(getattr(file, "name", "") or "") or None
-        fields: dict[str, Any] = {"model": model,
-                                  "file": (filename or "audio.wav", data, "application/octet-stream")}
+        fields: list[tuple[str, Any]] = [
+            ("model", model), ("file", (filename or "audio.wav", data, "application/octet-stream"))]
         for k, v in params.items():
-            fields[k] = v if isinstance(v, str) else json.dumps(v)
+            if isinstance(v, (list, tuple)):  # repeated form fields, as the API expects
+                fields.extend((f"{k}[]", x if isinstance(x, str) else json.dumps(x)) for x in v)
+            else:
+                fields.append((k, v if isinstance(v, str) else json.dumps(v)))
 
         def parse(resp: Response) -> OpResult:
             if resp.headers.get("content-type", "").startswith("application/json"):

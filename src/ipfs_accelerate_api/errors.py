@@ -13,6 +13,7 @@ Everything this package raises on purpose derives from :class:`AcceleratorError`
     └── APIError                      anything that came back from (or failed to reach) a service
         ├── APIConnectionError        the request did not get an answer
         │   └── APITimeoutError
+        ├── ContentFilteredError      the service withheld the answer (``reason``)
         ├── ResponseFormatError       the answer could not be understood
         │   └── StreamInterrupted     a stream broke after it started (``partial_text``)
         │       └── StreamTimeoutError  (+ APITimeoutError) a stream bound fired
@@ -43,6 +44,7 @@ __all__ = [
     "ClientClosed",
     "ConfigurationError",
     "ConflictError",
+    "ContentFilteredError",
     "NotFoundError",
     "PermissionDeniedError",
     "QueueClosed",
@@ -136,6 +138,16 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """A connect, read or total timeout expired."""
+
+
+class ContentFilteredError(APIError):
+    """The service blocked the prompt or withheld the answer (safety filters, recitation);
+    ``reason`` holds the service's own word for why (``SAFETY``, ``PROHIBITED_CONTENT``...).
+    Not retried: the same request gets the same verdict."""
+
+    def __init__(self, message: str, *, reason: str | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.reason = reason
 
 
 class ResponseFormatError(APIError):

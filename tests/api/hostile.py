@@ -8,6 +8,8 @@ Each behaviour is chosen by the request path, so one server serves a whole modul
     /silent          reads the request, never answers
     /ping-stream     an SSE response that sends only ``: ping`` comments
     /slow-stream     SSE chat chunks, one every ``drip`` seconds, never ``[DONE]``
+    /held-stream     one SSE chat chunk, then waits for ``server.release`` (a threading.Event)
+                     before the rest; ``server.released_in_time`` says whether it came
     /echo-key        a 401 whose JSON body and headers repeat the Authorization header
     /json            ``server.body`` (bytes) with ``server.status``/``server.ctype``
 
@@ -91,6 +93,12 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(self.server.drip)
             self.server.record(self.path, sent, self.server.max_pieces)
             self.close_connection = True
+        elif path == "/held-stream":
+            self._write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                        b"Connection: close\r\n\r\n" + CHUNK)
+            self.server.released_in_time = self.server.release.wait(self.server.hold)
+            self._write(CHUNK + b"data: [DONE]\n\n")
+            self.close_connection = True
         elif path == "/echo-key":
             auth = self.headers.get("Authorization", "")
             body = json.dumps({"error": {"message": f"invalid credentials: {auth}",
@@ -114,6 +122,8 @@ class HostileServer(ThreadingHTTPServer):
         self.hold = hold
         self.max_pieces = max_pieces
         self.stopping = threading.Event()
+        self.release = threading.Event()
+        self.released_in_time: bool | None = None
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.written: list[tuple[str, int, int]] = []  # (path, sent, would have sent)
         self.body = b"{}"

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import queue
 import re
+import threading
 from collections.abc import Mapping as MappingABC, Set
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -49,7 +51,8 @@ from ..errors import (
 from ..transport import Response, SSEEvent, Transport, iter_ndjson, iter_sse
 from ..types import ChatChunk
 
-__all__ = ["Backend", "Plan", "STREAM_END", "check_messages", "check_model"]
+__all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "check_messages", "check_model",
+           "unified_finish_reason"]
 
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BATCH_TIMEOUT = 0.005
@@ -70,6 +73,44 @@ def estimate_tokens(text: str) -> int:
 
 #: What a stream-event parser returns for the stream's terminator (``[DONE]`` and the like).
 STREAM_END: Any = object()
+
+class StreamParser:
+    """Turns one stream's wire events into chunks (:class:`ChatChunk`); one instance per attempt,
+    so it may keep state across events (usage split over several events, tool-call JSON
+    arriving in pieces). Subclass it, or pass a plain function to :meth:`from_function`.
+
+    ``feed(event)`` returns a chunk, None (an event that carries nothing, such as a ping: it
+    does not count against ``stream_idle``) or :data:`STREAM_END`. ``complete`` says whether
+    a stream that simply stops (no terminator event) ended normally: services without a
+    terminator set it once they have seen their final event.
+    """
+
+    complete = False
+
+    def feed(self, event: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_function(cls, fn: Callable[[Any], Any]) -> Callable[[], "StreamParser"]:
+        """A parser factory for a stateless ``event -> chunk | None | STREAM_END`` function."""
+
+        class _Stateless(cls):  # type: ignore[valid-type, misc]
+            def feed(self, event: Any) -> Any:
+                return fn(event)
+
+        return _Stateless
+
+
+def unified_finish_reason(raw: Any, table: Mapping[str, str], where: str = "finish_reason") -> str | None:
+    """A service's stop reason as one of ``stop``, ``length``, ``tool_calls``,
+    ``content_filter`` (None while the reply is unfinished). Values the table does not know
+    pass through unchanged (the raw value also stays in ``.raw``)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ResponseFormatError(f"{where} should be a string, got {type(raw).__name__}")
+    return table.get(raw, raw)
+
 
 REDACTED = "[redacted]"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -384,30 +425,33 @@ class Backend:
     stream_format = "sse"  # or "ndjson": how the body is framed into events
 
     def _stream_plan(self, path: str, body: bytes, est_tokens: float,
-                     parse_event: Callable[[Any], Any]) -> Plan:
-        """A streaming operation. ``parse_event`` turns one wire event (an :class:`SSEEvent`
-        or an NDJSON value) into a :class:`ChatChunk`, None for an event that carries
-        nothing (a ping), or :data:`STREAM_END` for the terminator; it raises
-        :class:`StreamInterrupted` for an error the service sends inside the stream.
+                     new_parser: Callable[[], "StreamParser"], *, method: str = "POST") -> Plan:
+        """A streaming operation. ``new_parser()`` makes a :class:`StreamParser` for each
+        attempt; it turns one wire event (an :class:`SSEEvent` or an NDJSON value) into a
+        :class:`ChatChunk`, None for an event that carries nothing (a ping), or
+        :data:`STREAM_END` for the terminator, and raises :class:`StreamInterrupted` for an
+        error the service sends inside the stream.
 
-        The first event is read inside the engine, so failures until then are retried. The
+        The first chunk is read inside the engine, so failures until then are retried. The
         rest is handed to the caller as an iterator that restarts the idle bound on every
-        event, closes the connection when the caller stops early, raises
+        chunk, closes the connection when the caller stops early, raises
         :class:`StreamInterrupted` (with the text so far) on a cut, an in-stream error or a
-        stream that ends without its terminator, and gives the connection back *before*
-        raising (an exception kept by the caller holds no socket)."""
+        stream that ends without its terminator (unless the parser says it is ``complete``),
+        and gives the connection back *before* raising (an exception kept by the caller holds
+        no socket)."""
         name = self.name
         reader: Callable[[Iterator[bytes]], Iterator[Any]] = (
             iter_ndjson if self.stream_format == "ndjson" else iter_sse)
 
         def parse(resp: Response) -> OpResult:
             events = reader(resp.iter_bytes())
+            parser = new_parser()
             received: list[str] = []
 
             def next_chunk() -> Any:
                 """The next chunk or STREAM_END; None when the events run out."""
                 for ev in events:
-                    out = parse_event(ev)
+                    out = parser.feed(ev)
                     if out is None:
                         continue
                     if out is not STREAM_END:
@@ -442,13 +486,13 @@ class Backend:
                     raise err from exc
                 finally:
                     resp.close()  # closes the connection if the caller stopped early
-                if out is None:
+                if out is None and not parser.complete:
                     raise StreamInterrupted(f"{name}: stream ended without its terminator",
                                             partial_text="".join(received), backend=name)
 
             return OpResult(rest(), headers=resp.headers)
 
-        return Plan(self._http("POST", path, parse, body=body, stream=True), est_tokens)
+        return Plan(self._http(method, path, parse, body=body, stream=True), est_tokens)
 
     def _interrupted(self, exc: Exception, partial: str) -> Exception:
         """The error for a stream that broke after it started, carrying the text so far."""
@@ -518,8 +562,21 @@ class Backend:
     async def achat(self, messages: list[dict[str, Any]], *, model: str | None = None, **kw: Any) -> Any:
         return await self._arun("chat", messages, model=model, **kw)
 
-    async def astream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None, **kw: Any) -> Any:
-        return await self._arun("stream_chat", messages, model=model, **kw)
+    async def astream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                           **kw: Any) -> AsyncIterator[Any]:
+        """``async for chunk in backend.astream_chat(...)``: the chunks are read off the
+        socket in a thread of their own and handed to the event loop, which never blocks.
+        Leaving the loop early closes the stream and frees its connection."""
+        chunks = await self._arun("stream_chat", messages, model=model, **kw)
+        pump = _StreamPump(chunks, asyncio.get_running_loop())
+        try:
+            while True:
+                chunk = await pump.next()
+                if chunk is _PUMP_DONE:
+                    return
+                yield chunk
+        finally:
+            pump.close()
 
     async def acomplete(self, prompt: str, *, model: str | None = None, **kw: Any) -> Any:
         return await self._arun("complete", prompt, model=model, **kw)
@@ -612,3 +669,63 @@ def _split_rows(matrix: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     if start != len(matrix):
         raise ResponseFormatError(f"expected {start} embeddings, got {len(matrix)}")
     return out
+
+
+_PUMP_DONE: Any = object()
+_PUMP_CLOSE: Any = object()
+
+
+class _StreamPump:
+    """Reads a synchronous chunk iterator in its own thread, one chunk per request from the
+    event loop, and resolves the loop's futures with ``call_soon_threadsafe``. Pull-based, so
+    a slow consumer holds at most one chunk; :meth:`close` closes the iterator in its thread
+    (which closes the connection) and ends the thread."""
+
+    def __init__(self, chunks: Iterator[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._chunks = chunks
+        self._loop = loop
+        self._asks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ipfs-accel-astream", daemon=True)
+        self._thread.start()
+
+    def next(self) -> "asyncio.Future[Any]":
+        fut = self._loop.create_future()
+        self._asks.put(fut)
+        return fut
+
+    def close(self) -> None:
+        self._asks.put(_PUMP_CLOSE)
+
+    def _settle(self, fut: "asyncio.Future[Any]", value: Any, exc: BaseException | None) -> None:
+        def settle() -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _run(self) -> None:
+        chunks = self._chunks
+        try:
+            while True:
+                fut = self._asks.get()
+                if fut is _PUMP_CLOSE:
+                    return
+                try:
+                    chunk = next(chunks, _PUMP_DONE)
+                except BaseException as exc:  # the stream's own typed error, for the caller
+                    self._settle(fut, None, exc)
+                    return
+                self._settle(fut, chunk, None)
+                if chunk is _PUMP_DONE:
+                    return
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()

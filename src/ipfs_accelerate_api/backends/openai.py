@@ -23,7 +23,7 @@ from ..errors import ResponseFormatError, StreamInterrupted
 from ..transport import Response, SSEEvent
 from ..types import ChatChunk, ChatMessage, ChatResponse, CompletionResponse, ToolCall, Usage
 from ._shape import as_count, as_dict, as_list, as_str, field
-from .base import STREAM_END, Backend, Plan, check_messages, estimate_tokens
+from .base import STREAM_END, Backend, Plan, StreamParser, check_messages, estimate_tokens
 
 __all__ = ["OpenAIBackend"]
 
@@ -131,7 +131,7 @@ class OpenAIBackend(Backend):
         body = self._chat_body(messages, model, {**params, "stream": True})
         encoded = json.dumps(body).encode()
         return self._stream_plan("/chat/completions", encoded, self._estimate(body, encoded),
-                                 self._stream_chunk)
+                                 StreamParser.from_function(self._stream_chunk))
 
     def _stream_chunk(self, ev: SSEEvent) -> Any:
         """One SSE event of a chat stream: a chunk, or the end at ``[DONE]``."""

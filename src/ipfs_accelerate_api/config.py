@@ -270,15 +270,17 @@ def _file_entry(name: str, env: Mapping[str, str]) -> tuple[list[str], str | Non
 
 def resolve_credentials(
     name: str,
-    env_prefix: str,
+    env_prefix: str | Sequence[str],
     *,
     api_key: str | None = None,
     api_keys: Sequence[str] | None = None,
     required: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> Credentials:
-    """Find the keys (and maybe a base URL) for backend ``name``; see the module docstring."""
+    """Find the keys (and maybe a base URL) for backend ``name``; see the module docstring.
+    ``env_prefix`` may be several prefixes, tried in order (``("GEMINI", "GOOGLE")``)."""
     env = os.environ if env is None else env
+    prefixes = (env_prefix,) if isinstance(env_prefix, str) else tuple(env_prefix)
     raw: list[str] = []
     base_url = None
     source = "none"
@@ -287,17 +289,21 @@ def resolve_credentials(
     elif api_key:
         raw, source = [str(api_key)], "arguments"
     else:
-        raw = _env_keys(env_prefix, env)
-        if raw:
-            source = "environment"
+        for prefix in prefixes:
+            raw = _env_keys(prefix, env)
+            if raw:
+                source = "environment"
+                break
         else:
             found = _file_entry(name, env)
             if found:
                 raw, base_url, source = found
     if not raw and required:
+        first = prefixes[0]
+        others = "".join(f" or {p}_API_KEY" for p in prefixes[1:])
         raise ConfigurationError(
             f"no API key for {name}: pass api_key=... or api_keys=[...], or set "
-            f"{env_prefix}_API_KEY (or {env_prefix}_API_KEYS=k1,k2 / {env_prefix}_API_KEY_1..N), "
+            f"{first}_API_KEY{others} (or {first}_API_KEYS=k1,k2 / {first}_API_KEY_1..N), "
             f"or add it to {DEFAULT_CREDENTIALS_FILE}"
         )
     keys = tuple(Secret(k, f"{name}-key-{i + 1}") for i, k in enumerate(raw))

@@ -120,6 +120,9 @@ class APIError(AcceleratorError):
         self.body = body
         self.code = code
         self.headers = dict(headers) if headers else {}
+        #: A wait the service asked for in its body (Gemini's ``RetryInfo``), in seconds;
+        #: headers (Retry-After and the like) are read by the engine itself.
+        self.retry_after: float | None = None
 
     def __str__(self) -> str:
         parts = [self.message]

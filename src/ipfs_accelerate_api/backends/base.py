@@ -309,6 +309,10 @@ class Backend:
     def _ratelimit_info(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None
 
+    def _retry_hint(self, body: Any) -> float | None:
+        """Seconds to wait that an error *body* asks for (headers are read by the engine)."""
+        return None
+
     # -- shared HTTP machinery ----------------------------------------------------------------
     @staticmethod
     def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -376,9 +380,14 @@ class Backend:
             code = None
         cls = status_error_class(resp.status)
         headers = {k: self._redact(v) for k, v in resp.headers.items()}
-        return cls(self._redact(str(message)), status=resp.status,
-                   request_id=headers.get(self.request_id_header), backend=self.name,
-                   body=body, code=code, headers=headers)
+        err = cls(self._redact(str(message)), status=resp.status,
+                  request_id=headers.get(self.request_id_header), backend=self.name,
+                  body=body, code=code, headers=headers)
+        try:
+            err.retry_after = self._retry_hint(body)
+        except Exception:  # an error body of an unexpected shape gives no hint
+            err.retry_after = None
+        return err
 
     def _http(self, method: str, path: str, parse: Callable[[Response], OpResult], *,
               json_body: Any = None, body: bytes | None = None, fields: Any = None,

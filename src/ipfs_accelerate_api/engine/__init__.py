@@ -476,6 +476,8 @@ class Engine:
         headers = getattr(exc, "headers", None) or {}
         self._learn(key, headers)
         hint = server_delay(headers) if headers else None
+        if hint is None:
+            hint = getattr(exc, "retry_after", None)  # a hint from the body, set by the adapter
         extra_try = False
         if isinstance(exc, APIStatusError):
             if exc.status == 429:

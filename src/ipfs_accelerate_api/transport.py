@@ -53,6 +53,8 @@ MAX_RETRY_DIGITS = 9
 _RECUT_INTERVAL = 0.02
 _RECUTS = 25
 _MAX_WAIT = 3600.0
+#: A socket timeout this close to an exchange's bound is that bound firing.
+_BOUND_SLACK = 0.05
 
 #: The watch of the exchange running in this thread; the connection that sends it attaches
 #: itself (see ``_OneWriteMixin.request``).
@@ -345,6 +347,10 @@ def _failure(what: str, exc: BaseException, watch: _Watch | None) -> APIConnecti
     if isinstance(exc, NewConnectionError):
         return APIConnectionError(f"{what} failed: cannot connect ({_short(exc)})")
     if isinstance(exc, (Urllib3TimeoutError, TimeoutError)):
+        if watch is not None:  # the socket timeout was cut to the bound: say which one
+            due, reason = watch.due()
+            if time.monotonic() >= due - _BOUND_SLACK:
+                return APITimeoutError(f"{what} timed out: {reason}")
         return APITimeoutError(f"{what} timed out: {exc.__class__.__name__}")
     return APIConnectionError(f"{what} failed: {exc.__class__.__name__}: {_short(exc)}")
 

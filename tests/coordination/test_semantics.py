@@ -110,13 +110,21 @@ def test_all_or_nothing_across_the_buckets_of_a_request(coordinate) -> None:
     assert limiter.available() == pytest.approx([9.0, 0.0])  # ...so the first paid nothing
 
 
-def test_acquire_sleeps_for_the_wait_the_script_returns(coordinate) -> None:
+def test_acquire_sleeps_for_the_wait_the_script_returns(coordinate, redis_server) -> None:
+    """One round trip per grant: the script reserves the tokens and returns when they are due;
+    waiters queue behind each other instead of polling."""
     clock = FakeClock()
     limiter = coordinate(server_clock=clock).rate_limiter(
         "sleepy", [(4.0, 1.0)], clock=clock, sleep=clock.sleep)
-    assert limiter.acquire([1]) and limiter.acquire([1])
-    assert clock.slept == [pytest.approx(0.25)]  # one sleep, no polling
-    assert limiter.acquire([1], timeout=0.1) is False
+    calls = lambda: coordinate().client.info("commandstats")["cmdstat_evalsha"]["calls"]  # noqa: E731
+    before = calls()
+    assert limiter.acquire([1]) and limiter.acquire([1]) and limiter.acquire([1])
+    assert calls() - before == 3
+    assert clock.slept == [pytest.approx(0.25), pytest.approx(0.25)]
+    assert limiter.acquire([1], timeout=0.1) is False  # due in 0.25 s: not reserved
+    assert limiter.try_acquire([1]) == pytest.approx(0.25)
+    clock.advance(0.25)
+    assert limiter.acquire([1], timeout=0.0) is True
 
 
 # -- the key pool -----------------------------------------------------------------------
@@ -164,7 +172,7 @@ def test_shared_key_pool_matches_the_local_pool(coordinate, n_keys, strategy, rp
                                                      strategy=strategy, rpm=rpm, tpm=tpm, clock=clock)
     local = _local_pool(secrets, clock, strategy=strategy, rpm=rpm, tpm=tpm)
     out: list[tuple] = []  # (shared key, local key, est) of requests in flight
-    by_label = lambda pool, i: pool._keys[i % n_keys]  # noqa: E731
+    by_label = lambda pool, i: pool._keys[i % n_keys]
     for op in ops:
         if op[0] == "advance":
             clock.advance(op[1])
@@ -292,7 +300,7 @@ def test_a_probe_whose_process_died_is_given_up_after_the_lease(coordinate) -> N
 def test_a_process_with_its_clock_30s_ahead_agrees_on_shared_state(coordinate) -> None:
     """Redis's own clock (TIME) decides; the local clocks differ by 30 s and do not matter."""
     key = [Secret("sk-skew", "skew")]
-    ahead = lambda: time.monotonic() + 30.0  # noqa: E731
+    ahead = lambda: time.monotonic() + 30.0
     on_time = coordinate().key_pool("openai", "http://skew", key, rpm=60, clock=time.monotonic)
     skewed = coordinate().key_pool("openai", "http://skew", key, rpm=60, clock=ahead)
     k, wait = on_time.acquire()

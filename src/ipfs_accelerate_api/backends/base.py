@@ -100,7 +100,7 @@ class Backend:
         self.base_url = url.rstrip("/")
         self._keys: tuple[Secret, ...] = creds.keys
         self._transport = Transport(timeouts=timeout, maxsize=max_concurrency, verify=verify)
-        self._shared = None
+        self._shared: Any = None
         if coordination is not None:
             from ..coordination import attach
             self._shared = attach(coordination, self.name, self.base_url, creds.keys, rpm=rpm,

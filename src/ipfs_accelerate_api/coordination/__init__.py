@@ -40,8 +40,14 @@ from ..errors import ConfigurationError
 from ._breaker import DEFAULT_PROBE_LEASE, SharedCircuitBreaker
 from ._keys import SharedKeyPool
 from ._limiter import SharedRateLimiter
-from ._link import (DEFAULT_RECHECK_MAX, DEFAULT_RECHECK_MIN, DEFAULT_SOCKET_TIMEOUT, REDIS_EXTRA,
-                    Link, redact_url)
+from ._link import (
+    DEFAULT_RECHECK_MAX,
+    DEFAULT_RECHECK_MIN,
+    DEFAULT_SOCKET_TIMEOUT,
+    REDIS_EXTRA,
+    Link,
+    redact_url,
+)
 from ._scripts import Scripts
 
 __all__ = [
@@ -99,7 +105,7 @@ class Coordination:
         self._probe_lease = probe_lease
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "Coordination":
+    def from_url(cls, url: str, **options: Any) -> Coordination:
         """``Coordination(url, **options)``: see the class for the options."""
         return cls(url, **options)
 
@@ -158,7 +164,7 @@ class Coordination:
         """Close the connections; anything still using this object runs on local state."""
         self._link.close()
 
-    def __enter__(self) -> "Coordination":
+    def __enter__(self) -> Coordination:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -178,7 +184,7 @@ class Attached:
             self.owned.close()
 
 
-def attach(coordination: "str | Coordination", backend: str, endpoint: str,
+def attach(coordination: str | Coordination, backend: str, endpoint: str,
            keys: Sequence[Secret], *, key_strategy: str = "round_robin",
            rpm: float | None = None, tpm: float | None = None,
            breaker: BreakerPolicy | None = None) -> Attached:

@@ -67,7 +67,7 @@ class SharedCircuitBreaker:
 
     def allow(self) -> bool:
         """May a call go ahead? A True in HALF_OPEN takes one of the shared probe slots."""
-        return self._link.run(lambda: self._op("allow")[2] == 1, self._local.allow)
+        return self._link.run(lambda: bool(self._op("allow")[2]), self._local.allow)
 
     def record_success(self) -> None:
         self._link.run(lambda: self._op("success") and None, self._local.record_success)

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 from ..core import RateLimiter, TokenBucket
 from ..core._pure.ratelimit import _acquire_loop, check_cost, check_rate
 from ._link import Link
-from ._scripts import BucketSpec, Scripts
+from ._scripts import MAX_RESERVE, BucketSpec, Scripts
 
 __all__ = ["SharedRateLimiter"]
 
@@ -58,10 +58,26 @@ class SharedRateLimiter:
             lambda: self._local.try_acquire(checked))
 
     def acquire(self, costs: Sequence[float], timeout: float | None = None) -> bool:
-        """Wait until every bucket can pay, then take them all (False on timeout). It sleeps
-        for the wait the script returns: Redis is asked once per grant or wake-up."""
+        """Wait until every bucket can pay, then take them all; False (nothing taken) if that
+        cannot happen within ``timeout`` seconds.
+
+        One round trip: the script reserves the tokens and says when they are due, and the
+        caller sleeps until then. Waiters queue in the order they asked (no herd waking at
+        once, no polling), and a late wake-up costs no rate: the schedule is Redis's.
+        """
         checked = self._checked(costs)
-        return _acquire_loop(lambda: self.try_acquire(checked), self._clock, self._sleep, timeout)
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0 or None")
+
+        def shared() -> bool:
+            granted, wait, _ = self._scripts.acquire(
+                [self._key], self.specs, checked, reserve=MAX_RESERVE if timeout is None else timeout)
+            if granted and wait > 0:
+                self._sleep(wait)
+            return bool(granted)
+
+        return self._link.run(shared, lambda: _acquire_loop(
+            lambda: self._local.try_acquire(checked), self._clock, self._sleep, timeout))
 
     def refund(self, costs: Sequence[float]) -> None:
         """Give back a cost to each bucket (``0`` for none); never above capacity."""

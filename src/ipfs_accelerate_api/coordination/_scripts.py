@@ -32,10 +32,10 @@ local function clock(arg)
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local function fmt(x) return string.format('%%.17g', x) end
--- a bucket's level at `now` (refilled forward only) and the time it is refilled to
-local function level(key, name, rate, cap, now)
-  local v = redis.call('HMGET', key, name, name .. '@')
-  local tok, last = tonumber(v[1]), tonumber(v[2])
+-- a bucket's level at `now` from its stored level and time (refilled forward only; absent:
+-- full), and the time it is refilled to
+local function refill(tok, last, rate, cap, now)
+  tok, last = tonumber(tok), tonumber(last)
   if tok == nil then return cap, now end
   if now > last then
     tok = math.min(cap, tok + (now - last) / 1e6 * rate)
@@ -43,41 +43,53 @@ local function level(key, name, rate, cap, now)
   end
   return tok, last
 end
+-- ARGV from `o`: n buckets of `width` values each, the first three (field, rate, capacity);
+-- returns the HMGET field list for them (level, time) after `extra`
+local function bucket_fields(o, n, width, extra)
+  local fields = extra
+  for b = 1, n do
+    local name = ARGV[o + (b - 1) * width + 1]
+    fields[#fields + 1] = name
+    fields[#fields + 1] = name .. '@'
+  end
+  return fields
+end
 """ % GRANT_EPSILON
 
-#: KEYS: the candidate state hashes, in the order to try. ARGV: now, ttl_ms, n buckets, then
-#: per bucket (field, rate/s, capacity, cost). Takes every cost from the first candidate that
-#: is neither disabled nor cooling down and can pay them all; returns {index (1-based, 0 for
-#: none), shortest wait in seconds, candidates disabled}.
+#: KEYS: the candidate state hashes, in the order to try. ARGV: now, ttl_ms, reserve (seconds;
+#: -1 none), n buckets, then per bucket (field, rate/s, capacity, cost). Takes every cost from
+#: the first candidate that is neither disabled nor cooling down and can pay them all, or, when
+#: its buckets would refill within ``reserve`` seconds, takes them anyway as a reservation (the
+#: levels go below zero, so later callers queue behind it). Returns {index (1-based, 0 for
+#: none), wait in seconds (the reservation's, or the shortest), candidates disabled}.
 ACQUIRE = _PRELUDE + """
-local now, ttl, nb = clock(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, ttl, reserve, nb = clock(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local fields = bucket_fields(4, nb, 4, {'disabled', 'cooldown_until'})
 local best, disabled = nil, 0
 for i, key in ipairs(KEYS) do
-  local st = redis.call('HMGET', key, 'disabled', 'cooldown_until')
-  if st[1] then
+  local v = redis.call('HMGET', key, unpack(fields))
+  if v[1] then
     disabled = disabled + 1
   else
     local wait = 0
-    local cd = tonumber(st[2]) or 0
+    local cd = tonumber(v[2]) or 0
     if cd > now then
       wait = (cd - now) / 1e6
     else
-      local toks, lasts = {}, {}
+      local writes = {}
       for b = 1, nb do
-        local o = 3 + (b - 1) * 4
+        local o = 4 + (b - 1) * 4
         local rate, cap, cost = tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
-        toks[b], lasts[b] = level(key, ARGV[o + 1], rate, cap, now)
-        if toks[b] < cost - EPS then wait = math.max(wait, (cost - toks[b]) / rate) end
+        local tok, last = refill(v[2 * b + 1], v[2 * b + 2], rate, cap, now)
+        if tok < cost - EPS then wait = math.max(wait, (cost - tok) / rate) end
+        writes[#writes + 1] = ARGV[o + 1]; writes[#writes + 1] = fmt(tok - cost)
+        writes[#writes + 1] = ARGV[o + 1] .. '@'; writes[#writes + 1] = fmt(last)
       end
-      if wait == 0 then
-        for b = 1, nb do
-          local o = 3 + (b - 1) * 4
-          redis.call('HSET', key, ARGV[o + 1], fmt(toks[b] - tonumber(ARGV[o + 4])),
-                     ARGV[o + 1] .. '@', fmt(lasts[b]))
-        end
+      if wait == 0 or wait <= reserve then
+        if nb > 0 then redis.call('HSET', key, unpack(writes)) end
         redis.call('HINCRBY', key, 'requests', 1)
         redis.call('PEXPIRE', key, ttl)
-        return {i, '0', disabled}
+        return {i, fmt(wait), disabled}
       end
       redis.call('HINCRBY', key, 'limiter_waits', 1)
       redis.call('PEXPIRE', key, ttl)
@@ -107,12 +119,14 @@ if ARGV[4] ~= '' then
   written = true
 end
 local nb = tonumber(ARGV[5])
-local out = {}
+local v = {}
+if nb > 0 then v = redis.call('HMGET', key, unpack(bucket_fields(5, nb, 6, {}))) end
+local out, writes = {}, {}
 for b = 1, nb do
   local o = 5 + (b - 1) * 6
   local name, rate, cap = ARGV[o + 1], tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3])
   local op, a, c = ARGV[o + 4], tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6])
-  local tok, last = level(key, name, rate, cap, now)
+  local tok, last = refill(v[2 * b - 1], v[2 * b], rate, cap, now)
   local new = tok
   if op == 'refund' then
     new = math.min(cap, tok + a)
@@ -124,10 +138,14 @@ for b = 1, nb do
     if target < tok then new = target end
   end
   if op ~= 'peek' then
-    redis.call('HSET', key, name, fmt(new), name .. '@', fmt(last))
-    written = true
+    writes[#writes + 1] = name; writes[#writes + 1] = fmt(new)
+    writes[#writes + 1] = name .. '@'; writes[#writes + 1] = fmt(last)
   end
   out[b] = fmt(new)
+end
+if #writes > 0 then
+  redis.call('HSET', key, unpack(writes))
+  written = true
 end
 for i = 6 + nb * 6, #ARGV, 2 do
   redis.call('HINCRBY', key, ARGV[i], tonumber(ARGV[i + 1]))
@@ -209,6 +227,9 @@ return {old, s.state, result, string.format('%.17g', wait), s.trips, s.failures,
         s.rejected, s.cf}
 """
 
+#: Longest reservation asked for (seconds): "as long as it takes", as a finite number.
+MAX_RESERVE = 1e12
+
 #: The counters and state fields that ``stats()`` reads back from a key's hash.
 STAT_FIELDS = ("requests", "succeeded", "errors", "tokens", "cooldowns", "limiter_waits",
                "cooldown_until", "disabled")
@@ -257,10 +278,12 @@ class Scripts:
         pipe.time()
         return lambda results: results[0][0] + results[0][1] / 1e6
 
-    def acquire(self, keys: Sequence[str], specs: Sequence[BucketSpec],
-                costs: Sequence[float]) -> tuple[int, float, int]:
-        """(index of the key granted, 1-based, or 0; shortest wait; keys disabled)."""
-        args: list[Any] = [self.now_arg(), self.ttl_ms, len(specs)]
+    def acquire(self, keys: Sequence[str], specs: Sequence[BucketSpec], costs: Sequence[float],
+                *, reserve: float | None = None) -> tuple[int, float, int]:
+        """(index of the key granted, 1-based, or 0; wait; keys disabled). With ``reserve``, a
+        grant may come with a wait: it is reserved, to be used after that many seconds."""
+        reserve_arg = -1.0 if reserve is None else min(float(reserve), MAX_RESERVE)
+        args: list[Any] = [self.now_arg(), self.ttl_ms, repr(reserve_arg), len(specs)]
         for spec, cost in zip(specs, costs):
             args += [spec.field, repr(spec.rate), repr(spec.capacity), repr(float(cost))]
         index, wait, disabled = self._acquire(keys=list(keys), args=args)

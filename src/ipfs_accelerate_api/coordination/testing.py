@@ -69,7 +69,7 @@ class RedisServer:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         """Start it (again, on the same port after :meth:`kill`) and wait until it answers."""
         args = [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", self.directory, "--save", "", "--appendonly", "no",
@@ -130,7 +130,7 @@ class RedisServer:
             self.proc.wait(5)
         self.proc = None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -281,6 +281,20 @@ def test_shared_breaker_matches_the_local_breaker(coordinate, policy, ops) -> No
     assert heard["shared"] == heard["local"]
 
 
+def test_failures_in_a_row_are_counted_across_processes(coordinate) -> None:
+    policy = BreakerPolicy(failure_threshold=3, recovery_timeout=30.0)
+    a, b, c = (coordinate().breaker("openai", "http://row", policy) for _ in range(3))
+    a.record_failure()
+    b.record_failure()
+    c.record_success()  # a success anywhere ends the run
+    a.record_failure()
+    b.record_failure()
+    assert c.allow() is True
+    c.record_failure()  # the third in a row, from a third process
+    assert a.allow() is False and b.state.name == "OPEN"
+    assert a.stats()["trips"] == 1 and b.stats()["failures"] == 5
+
+
 def test_a_probe_whose_process_died_is_given_up_after_the_lease(coordinate) -> None:
     clock = FakeClock()
     policy = BreakerPolicy(failure_threshold=1, recovery_timeout=1.0)

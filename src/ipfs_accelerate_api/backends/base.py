@@ -230,7 +230,9 @@ class Backend:
     ``base_url``, ``api_key`` / ``api_keys``, ``key_strategy``, ``max_concurrency``,
     ``queue_size``, ``overflow``, ``rpm``, ``tpm``, ``retry`` (:class:`RetryPolicy`),
     ``breaker`` (:class:`BreakerPolicy`), ``timeout`` (:class:`Timeouts`), ``batch_size``,
-    ``batch_timeout``, ``on_request_end``, ``verify``.
+    ``batch_timeout``, ``on_request_end``, ``verify``, ``coordination`` (a ``redis://`` URL or
+    a :class:`~ipfs_accelerate_api.coordination.Coordination`: limits, breaker and key state
+    shared by every process).
     """
 
     name = "base"
@@ -261,6 +263,7 @@ class Backend:
         on_request_end: Callable[[Any], Any] | None = None,
         verify: bool = True,
         headers: Mapping[str, str] | None = None,
+        coordination: Any = None,
     ) -> None:
         creds = resolve_credentials(self.name, self.env_prefix, api_key=api_key,
                                     api_keys=api_keys, required=self.requires_key)
@@ -284,11 +287,19 @@ class Backend:
         self._keys: tuple[Secret, ...] = creds.keys
         self._key_pattern = _key_pattern(creds.keys)
         self._transport = Transport(timeouts=timeout, maxsize=max_concurrency, verify=verify)
+        self._shared: Any = None
+        if coordination is not None:
+            from ..coordination import attach
+
+            self._shared = attach(coordination, self.name, self.base_url, creds.keys, rpm=rpm,
+                                  tpm=tpm, key_strategy=key_strategy, breaker=breaker)
         self._engine = Engine(
             self.name, keys=creds.keys, key_strategy=key_strategy,
             max_concurrency=max_concurrency, queue_size=queue_size, overflow=overflow,
             rpm=rpm, tpm=tpm, retry=retry, breaker=breaker,
             ratelimit_parser=self._ratelimit_info, on_request_end=on_request_end,
+            key_pool=self._shared and self._shared.key_pool,
+            circuit=self._shared and self._shared.circuit,
         )
         self._batch_size = min(batch_size, self.embed_max_items)
         self._batch_timeout = batch_timeout
@@ -658,6 +669,8 @@ class Backend:
             b.close()
         self._engine.close()
         self._transport.close()
+        if self._shared is not None:
+            self._shared.close()
 
     def __enter__(self) -> "Backend":
         return self

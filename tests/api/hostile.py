@@ -10,6 +10,8 @@ Each behaviour is chosen by the request path, so one server serves a whole modul
     /slow-stream     SSE chat chunks, one every ``drip`` seconds, never ``[DONE]``
     /held-stream     one SSE chat chunk, then waits for ``server.release`` (a threading.Event)
                      before the rest; ``server.released_in_time`` says whether it came
+    /tail-then-hold  ``server.first`` (one SSE chat chunk) and ``server.tail``, then holds the
+                     connection open
     /echo-key        a 401 whose JSON body and headers repeat the Authorization header
     /json            ``server.body`` (bytes) with ``server.status``/``server.ctype``
 
@@ -99,6 +101,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.released_in_time = self.server.release.wait(self.server.hold)
             self._write(CHUNK + b"data: [DONE]\n\n")
             self.close_connection = True
+        elif path == "/tail-then-hold":
+            self._write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                        b"Connection: close\r\n\r\n" + self.server.first + self.server.tail)
+            self.server.stopping.wait(self.server.hold)
+            self.close_connection = True
         elif path == "/echo-key":
             auth = self.headers.get("Authorization", "")
             body = json.dumps({"error": {"message": f"invalid credentials: {auth}",
@@ -127,6 +134,8 @@ class HostileServer(ThreadingHTTPServer):
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.written: list[tuple[str, int, int]] = []  # (path, sent, would have sent)
         self.body = b"{}"
+        self.tail = b""
+        self.first = CHUNK
         self.status = 200
         self.ctype = "application/json"
         self._lock = threading.Lock()

@@ -18,15 +18,15 @@ def emu():
 
 @pytest.fixture
 def make(emu):
-    """Create OpenAI backends against the emulator; all are closed after the test."""
+    """Create backends (OpenAI unless named) against the emulator; all are closed after the test."""
     made = []
 
-    def factory(**options):
-        options.setdefault("base_url", emu.base_url("openai"))
+    def factory(service="openai", **options):
+        options.setdefault("base_url", emu.base_url(service))
         if "api_keys" not in options:
             options.setdefault("api_key", "sk-test")
         options.setdefault("retry", FAST_RETRY)
-        b = backend("openai", **options)
+        b = backend(service, **options)
         made.append(b)
         return b
 

@@ -228,6 +228,15 @@ PARSERS = [
         {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}],
         lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
         ctype="text/event-stream", encode=_sse),
+    Row("groq", "stream_chat", [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+         "x_groq": {"id": "req_1"}},
+        {"choices": [{"index": 0, "delta": {"content": "hel"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "x_groq": {
+            "id": "req_1", "seed": 3, "error": None, "usage": {
+                "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "total_time": 0.1}}}],
+        lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
+        ctype="text/event-stream", encode=_sse),
 ]
 
 

@@ -182,11 +182,12 @@ def test_ten_thousand_requests_under_faults(emu) -> None:
 CANARY = "sk-canary-7f3a9c1e5b"
 
 
-def test_canary_key_never_leaks(make, emu, caplog) -> None:
-    emu.config("openai").keys = ["sk-other"]
+@pytest.mark.parametrize("service", ["openai", "groq"])
+def test_canary_key_never_leaks(make, emu, caplog, service) -> None:
+    emu.config(service).keys = ["sk-other"]
     records = []
     caplog.set_level(logging.DEBUG)
-    ai = make(api_key=CANARY, on_request_end=records.append)
+    ai = make(service, api_key=CANARY, on_request_end=records.append)
     with pytest.raises(AuthenticationError) as info:
         ai.list_models()
     exc = info.value

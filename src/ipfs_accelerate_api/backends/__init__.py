@@ -12,6 +12,7 @@ __all__ = ["BACKENDS", "backend"]
 #: name -> "module:Class" (imported on first use, so unused backends cost nothing)
 BACKENDS = {
     "openai": "ipfs_accelerate_api.backends.openai:OpenAIBackend",
+    "groq": "ipfs_accelerate_api.backends.groq:GroqBackend",
 }
 
 

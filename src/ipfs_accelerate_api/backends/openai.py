@@ -63,6 +63,10 @@ class OpenAIBackend(Backend):
     name = "openai"
     env_prefix = "OPENAI"
     default_base_url = "https://api.openai.com/v1"
+    #: Ask for the usage chunk at the end of a stream (``stream_options.include_usage``).
+    stream_include_usage = True
+    #: The model ``transcribe`` uses when none is named.
+    transcribe_model = "whisper-1"
 
     # -- conventions ----------------------------------------------------------------------
     def _auth_headers(self, key: Secret | None) -> dict[str, str]:
@@ -127,7 +131,8 @@ class OpenAIBackend(Backend):
                     self._estimate(body, encoded))
 
     def _plan_stream_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
-        params.setdefault("stream_options", {"include_usage": True})
+        if self.stream_include_usage:
+            params.setdefault("stream_options", {"include_usage": True})
         body = self._chat_body(messages, model, {**params, "stream": True})
         encoded = json.dumps(body).encode()
         return self._stream_plan("/chat/completions", encoded, self._estimate(body, encoded),
@@ -252,10 +257,11 @@ class OpenAIBackend(Backend):
 
         return Plan(self._http("POST", "/images/generations", _catching(parse), json_body=body))
 
-    def transcribe(self, file: bytes | str | os.PathLike[str] | IO[bytes], *, model: str = "whisper-1",
+    def transcribe(self, file: bytes | str | os.PathLike[str] | IO[bytes], *, model: str | None = None,
                    priority: int = Priority.NORMAL, **params: Any) -> str:
         """The text of an audio file (bytes, a path or a binary file object)."""
-        return self._run("transcribe", file, model=model, priority=priority, **params)
+        return self._run("transcribe", file, model=model or self.transcribe_model,
+                         priority=priority, **params)
 
     def _plan_transcribe(self, file: Any, *, model: str, filename: str | None = None,
                          **params: Any) -> Plan:
@@ -296,7 +302,7 @@ class OpenAIBackend(Backend):
         return await self._arun("generate_image", prompt, **{"model": "dall-e-3", **kw})
 
     async def atranscribe(self, file: Any, **kw: Any) -> str:
-        return await self._arun("transcribe", file, **{"model": "whisper-1", **kw})
+        return await self._arun("transcribe", file, **{"model": self.transcribe_model, **kw})
 
     async def aspeech(self, text: str, **kw: Any) -> bytes:
         return await self._arun("speech", text, **{"model": "tts-1", "voice": "alloy", **kw})

@@ -26,16 +26,17 @@ __all__ = ["Emulator", "FaultPlan", "ServiceConfig", "SERVICES"]
 
 
 def _services() -> dict[str, type[Service]]:
+    from .groq import GroqService
     from .openai import OpenAIService
 
-    return {"openai": OpenAIService}
+    return {"openai": OpenAIService, "groq": GroqService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai",)
+SERVICES = ("openai", "groq")
 
 #: The API path below each service's prefix that clients use as their base URL.
-_BASE_PATHS = {"openai": "/v1"}
+_BASE_PATHS = {"openai": "/v1", "groq": "/openai/v1"}
 
 
 class Emulator:

@@ -262,10 +262,11 @@ class Service:
                 return self._rng.choice(list(plan.kinds))
         return None
 
-    def _take(self, key: str, kind: str, limit: float, cost: float) -> tuple[bool, tuple[float, float, float], float]:
-        """Per-key bucket (capacity = the per-minute limit, refilling over a minute)."""
+    def _take(self, key: str, kind: str, limit: float, cost: float,
+              window: float = 60.0) -> tuple[bool, tuple[float, float, float], float]:
+        """Per-key bucket (capacity = the limit per ``window`` seconds, refilling over it)."""
         now = time.monotonic()
-        rate = limit / 60.0
+        rate = limit / window
         with self._lock:
             tokens, last = self._buckets.get((key, kind), [limit, now])
             tokens = min(limit, tokens + (now - last) * rate)

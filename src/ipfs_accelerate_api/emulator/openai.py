@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from itertools import chain, zip_longest
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -432,7 +432,8 @@ def _wording(v: Violation) -> tuple[str, str | None]:
 class OpenAIService(Service):
     name = "openai"
     models = MODELS
-    routes = (
+    transcript_formats: Mapping[str, tuple[str, ...]] = MODEL_TRANSCRIPT_FORMATS
+    routes: Sequence[Route] = (
         Route("POST", r"/v1/chat/completions", "chat", CHAT),
         Route("POST", r"/v1/completions", "completions", COMPLETIONS),
         Route("POST", r"/v1/embeddings", "embeddings", EMBEDDINGS),
@@ -618,7 +619,7 @@ class OpenAIService(Service):
         fields = req.data
         upload, model = fields["file"], fields["model"]
         fmt = fields.get("response_format") or "json"
-        allowed = MODEL_TRANSCRIPT_FORMATS.get(model, ("json", "text"))
+        allowed = self.transcript_formats.get(model, ("json", "text"))
         if fmt not in allowed:
             raise APIFailure(400, f"response_format '{fmt}' is not compatible with model "
                              f"'{model}'. Use {_quoted(allowed)} instead.",

@@ -31,6 +31,7 @@ class ChatRow:
 
 CHAT_BACKENDS = [
     ChatRow("openai", "openai", "gpt-4o-mini"),
+    ChatRow("groq", "groq", "llama-3.1-8b-instant"),
 ]
 
 

@@ -6,7 +6,7 @@ atomic without a lock. An injected clock is read *before* the state is touched.
 """
 
 from ipfs_accelerate_api.core._pure.ratelimit import (
-    check_rate, check_cost, SPIN_MARGIN, GRANT_EPSILON as _GRANT_EPSILON,
+    check_rate, check_cost, check_charge, SPIN_MARGIN, GRANT_EPSILON as _GRANT_EPSILON,
 )
 
 cdef double GRANT_EPSILON = _GRANT_EPSILON
@@ -133,6 +133,12 @@ cdef class TokenBucket:
         self._refill(now)
         c += self._tokens
         self._tokens = c if c < self._capacity else self._capacity
+
+    def charge(self, n):
+        """Take ``n`` more tokens now, even below zero (see the pure twin)."""
+        cdef double c = check_charge(n)
+        self._refill(self._time())
+        self._tokens -= c
 
     def available(self):
         """Tokens held now (may be negative after a ``sync`` to an exhausted window)."""

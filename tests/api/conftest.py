@@ -4,6 +4,7 @@ import pytest
 
 from ipfs_accelerate_api import RetryPolicy, backend
 from ipfs_accelerate_api.emulator import Emulator
+from ipfs_accelerate_api.engine import Engine
 
 FAST_RETRY = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01)
 
@@ -33,6 +34,21 @@ def make(emu):
     yield factory
     for b in made:
         b.close()
+
+
+@pytest.fixture
+def engines():
+    """Create Engines for plain operations (no HTTP); all are closed after the test."""
+    made = []
+
+    def factory(name: str = "test", **options):
+        e = Engine(name, **options)
+        made.append(e)
+        return e
+
+    yield factory
+    for e in made:
+        e.close()
 
 
 MSG = [{"role": "user", "content": "hello there"}]

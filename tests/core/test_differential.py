@@ -70,6 +70,7 @@ bucket_ops = st.lists(
         st.tuples(st.just("advance"), st.floats(0, 5)),
         st.tuples(st.just("try"), st.floats(0, 4)),
         st.tuples(st.just("refund"), st.floats(0, 3)),
+        st.tuples(st.just("charge"), st.floats(0, 30)),
         st.tuples(st.just("sync"), st.floats(0, 5), st.floats(0, 10)),
         st.tuples(st.just("rate"), st.floats(0.1, 50)),
     ),
@@ -92,6 +93,8 @@ def test_bucket_twins_agree(ops, rate, capacity) -> None:
             rc, rp = _outcome(bc.try_acquire, op[1]), _outcome(bp.try_acquire, op[1])
         elif op[0] == "refund":
             rc, rp = _outcome(bc.refund, op[1]), _outcome(bp.refund, op[1])
+        elif op[0] == "charge":
+            rc, rp = _outcome(bc.charge, op[1]), _outcome(bp.charge, op[1])
         elif op[0] == "sync":
             rc, rp = _outcome(bc.sync, op[1], op[2]), _outcome(bp.sync, op[1], op[2])
         else:

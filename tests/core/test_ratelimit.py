@@ -87,6 +87,28 @@ def test_refund(impl, clock) -> None:
         b.refund(-1)
 
 
+def test_charge_takes_even_below_zero(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=10, clock=clock)
+    assert b.try_acquire(8) == 0.0
+    b.charge(5)  # 2 were left: 3 in debt
+    assert b.available() == pytest.approx(-3)
+    assert b.try_acquire(1) == pytest.approx(0.4)
+    b.charge(25)  # more than the capacity is still taken
+    assert b.available() == pytest.approx(-28)
+    clock.advance(2.8)
+    assert b.available() == pytest.approx(0)
+    b.charge(0)
+    assert b.available() == pytest.approx(0)
+
+
+@pytest.mark.parametrize("n", [-1, math.inf, math.nan])
+def test_charge_must_be_finite_and_not_negative(impl, clock, n) -> None:
+    b = impl.TokenBucket(10, clock=clock)
+    with pytest.raises(ValueError, match="charge"):
+        b.charge(n)
+    assert b.available() == 10
+
+
 def test_set_rate(impl, clock) -> None:
     b = impl.TokenBucket(10, clock=clock)
     b.try_acquire(10)
@@ -171,3 +193,142 @@ def test_real_clock_default(impl) -> None:
     assert b.try_acquire() == 0.0
     assert 0 < b.try_acquire() <= 1.0
     assert b.acquire(timeout=0.5) is False  # knows at once that it cannot make it
+
+
+@pytest.mark.parametrize("capacity", [0, -1, math.inf, math.nan])
+def test_bad_capacity(impl, capacity) -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        impl.TokenBucket(1, capacity=capacity)
+
+
+def test_a_cost_may_be_the_whole_capacity_but_not_nan(impl, clock) -> None:
+    b = impl.TokenBucket(1, capacity=2.5, clock=clock)
+    assert b.try_acquire(2.5) == 0.0
+    assert b.try_acquire(0) == 0.0  # nothing costs nothing, even when empty
+    with pytest.raises(ValueError):
+        b.try_acquire(math.nan)
+    assert b.rate == 1 and b.capacity == 2.5
+
+
+def test_refill_is_counted_once(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=10, clock=clock)
+    b.try_acquire(10)
+    clock.advance(0.3)
+    assert b.available() == pytest.approx(3)
+    assert b.available() == pytest.approx(3)  # reading twice adds nothing
+    clock.advance(-0.2)  # a clock that steps back neither adds nor takes
+    assert b.available() == pytest.approx(3)
+    clock.advance(0.2)
+    assert b.available() == pytest.approx(3)
+
+
+def test_a_shortfall_below_epsilon_is_no_shortfall(impl, clock) -> None:
+    b = impl.TokenBucket(6, capacity=1, clock=clock)
+    b.try_acquire(1)
+    clock.advance(1 / 6)  # from t=1000 this refills 1 - 2e-13 tokens: float rounding
+    assert b.available() < 1
+    assert b.try_acquire(1) == 0.0
+    clock.advance(0.1)
+    assert b.try_acquire(1) == pytest.approx(1 / 6 - 0.1)  # a real shortfall still waits
+
+
+def test_sync_clamps_negative_values(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=10, clock=clock)
+    b.sync(remaining=-5, reset_after=1)  # read as 0 remaining
+    assert b.available() == pytest.approx(-10)
+    clock.advance(1)
+    b.sync(remaining=0, reset_after=-5)  # read as a reset now
+    assert b.available() == pytest.approx(0)
+
+
+def test_limiter_takes_its_clock_and_sleep(impl, clock) -> None:
+    a = impl.TokenBucket(1, capacity=1, clock=clock)
+    lim = impl.RateLimiter([a], clock=clock, sleep=clock.sleep)
+    assert lim.buckets == (a,)
+    assert lim.acquire([1]) and lim.acquire([1])
+    assert clock.slept == [pytest.approx(1.0)]
+    assert lim.acquire([1], timeout=0.5) is False
+    with pytest.raises(ValueError, match="timeout"):
+        lim.acquire([1], timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        a.acquire(1, timeout=-1)
+
+
+def test_limiter_refund(impl, clock) -> None:
+    a = impl.TokenBucket(1, capacity=5, clock=clock)
+    b = impl.TokenBucket(1, capacity=50, clock=clock)
+    lim = impl.RateLimiter([a, b])
+    assert lim.try_acquire([3, 40]) == 0.0
+    lim.refund([0, 15])  # 0: nothing for that bucket
+    assert (a.available(), b.available()) == (pytest.approx(2), pytest.approx(25))
+    lim.refund([1, 0])
+    assert (a.available(), b.available()) == (pytest.approx(3), pytest.approx(25))
+    with pytest.raises(ValueError, match="costs"):
+        lim.refund([1])
+
+
+def test_default_sleep_never_wakes_early(impl) -> None:
+    """The real sleep wakes early on purpose and spins the rest: it must not return early
+    (a lower bound only, which holds however loaded the machine is)."""
+    import time
+
+    from ipfs_accelerate_api.core._pure.ratelimit import default_sleep
+
+    for seconds in (0.0, 0.0005, 0.004):
+        start = time.monotonic()
+        default_sleep(seconds)
+        assert time.monotonic() - start >= seconds
+    b = impl.TokenBucket(200, capacity=1)
+    b.try_acquire(1)
+    start = time.monotonic()
+    assert b.acquire(1)  # waits about 5 ms with the default sleep
+    assert time.monotonic() - start >= 0.004
+
+
+def test_numbers_of_any_real_type(impl, clock) -> None:
+    """Rates, costs, refunds and server counts may be ints, Decimals, numpy scalars...; the
+    bucket works in floats."""
+    from decimal import Decimal
+
+    b = impl.TokenBucket(Decimal("10"), capacity=10, clock=clock)
+    assert type(b.rate) is float and type(b.capacity) is float
+    assert b.try_acquire(Decimal("4")) == 0.0
+    b.refund(Decimal("1"))
+    b.sync(Decimal("5"), Decimal("1"))
+    b.charge(Decimal("1"))
+    clock.advance(0.1)
+    assert b.available() == pytest.approx(5)
+
+
+def test_timeout_zero_means_do_not_wait(impl, clock) -> None:
+    b = impl.TokenBucket(1, capacity=1, clock=clock, sleep=clock.sleep)
+    assert b.acquire(1, timeout=0) is True
+    assert b.acquire(1, timeout=0) is False
+    lim = impl.RateLimiter([impl.TokenBucket(1, capacity=1, clock=clock, sleep=clock.sleep)])
+    assert lim.acquire([1], timeout=0) is True
+    assert lim.acquire([1], timeout=0) is False
+    assert clock.slept == []
+
+
+def test_limiter_defaults_to_its_first_buckets_clock_and_sleep(impl, clock) -> None:
+    lim = impl.RateLimiter(iter([impl.TokenBucket(1, capacity=1, clock=clock, sleep=clock.sleep)]))
+    assert isinstance(lim.buckets, tuple) and len(lim.buckets) == 1
+    assert lim.acquire([1])
+    assert lim.acquire([1], timeout=1.0)  # the deadline is read on the bucket's clock
+    assert clock.slept == [pytest.approx(1.0)]
+
+
+def test_limiter_costs_may_be_any_iterable(impl, clock) -> None:
+    a = impl.TokenBucket(1, capacity=5, clock=clock)
+    b = impl.TokenBucket(1, capacity=5, clock=clock)
+    lim = impl.RateLimiter([a, b])
+    assert lim.try_acquire(iter([1, 2])) == 0.0
+    assert lim.try_acquire(c for c in (1, 1)) == 0.0
+    lim.refund(iter([2, 3]))
+    assert (a.available(), b.available()) == (pytest.approx(5), pytest.approx(5))
+
+
+def test_reprs(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=2.5, clock=clock)
+    assert repr(b) == "<TokenBucket rate=10/s capacity=2.5>"
+    assert repr(impl.RateLimiter([b])) == "<RateLimiter [<TokenBucket rate=10/s capacity=2.5>]>"

@@ -70,6 +70,7 @@ class KeyPool:
         secrets: the keys (an empty sequence: one anonymous slot, for servers that need none).
         strategy: ``"round_robin"`` or ``"least_loaded"`` (fewest requests in flight).
         rpm, tpm: client-side limits *per key*, as token buckets (one second's burst).
+        clock: for cooldowns, ``last_used`` and the buckets' refill.
     """
 
     def __init__(self, secrets: Sequence[Secret], *, strategy: str = "round_robin",
@@ -82,15 +83,19 @@ class KeyPool:
         self._lock = threading.Lock()
         self._next = 0
         self._keys: list[KeyState] = []
+        # The buckets read the same clock (None: the compiled twin's own fast monotonic clock).
+        bucket_clock = None if clock is time.monotonic else clock
         for secret in secrets or [None]:  # type: ignore[attr-defined]
             label = secret.label if secret is not None else "anonymous"
             st = KeyState(secret, label)
             buckets = []
             if rpm:
-                st.requests_bucket = TokenBucket(rpm / 60.0, max(1.0, rpm / 60.0))
+                st.requests_bucket = TokenBucket(rpm / 60.0, max(1.0, rpm / 60.0),
+                                               clock=bucket_clock)
                 buckets.append(st.requests_bucket)
             if tpm:
-                st.tokens_bucket = TokenBucket(tpm / 60.0, max(1.0, tpm / 60.0))
+                st.tokens_bucket = TokenBucket(tpm / 60.0, max(1.0, tpm / 60.0),
+                                             clock=bucket_clock)
                 buckets.append(st.tokens_bucket)
             if buckets:
                 st.limiter = RateLimiter(buckets)
@@ -165,8 +170,8 @@ class KeyPool:
             est = min(float(est_tokens), key.tokens_bucket.capacity)
             if used_tokens < est:
                 key.tokens_bucket.refund(est - used_tokens)
-            elif used_tokens > est:
-                key.tokens_bucket.try_acquire(min(used_tokens - est, key.tokens_bucket.capacity))
+            elif used_tokens > est:  # the server counted it all, even beyond what was left
+                key.tokens_bucket.charge(used_tokens - est)
 
     def refund(self, key: KeyState, est_tokens: float) -> None:
         """Undo an acquire whose request was never sent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from email.utils import parsedate_to_datetime
@@ -25,18 +26,20 @@ _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6,
 
 
 def parse_duration(text: str) -> float | None:
-    """A Go-style duration (``6m0s``, ``1.5s``, ``12ms``, ``2m59.56s``) or plain seconds."""
+    """A Go-style duration (``6m0s``, ``1.5s``, ``12ms``, ``2m59.56s``) or plain seconds;
+    None for anything else, including negative and non-finite numbers (``-1``, ``inf``,
+    ``nan``: a reset that never comes would stall a key for good)."""
     text = text.strip()
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+        parts = _DURATION.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            return None
+        value = sum(float(n) * _UNITS[u] for n, u in parts)
+    return value if 0 <= value < math.inf else None
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:

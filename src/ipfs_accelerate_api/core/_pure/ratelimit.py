@@ -7,7 +7,8 @@ an estimate over-charged or lower the level). With ``capacity=1`` a greedy calle
 evenly at the rate.
 
 The level may go below zero through :meth:`TokenBucket.sync` (the server says its window is
-spent): the bucket then grants nothing until it has refilled past zero.
+spent) or :meth:`TokenBucket.charge` (a grant turned out to cost more than was taken for it):
+the bucket then grants nothing until it has refilled past zero.
 
 Time comes from ``clock`` (default :func:`time.monotonic`) and waiting from ``sleep`` (default:
 a real sleep that wakes :data:`SPIN_MARGIN` early and yields until the grant is due, so
@@ -60,6 +61,14 @@ def check_cost(n: float, capacity: float) -> float:
         raise ValueError(
             f"cost {n:g} exceeds the bucket capacity {capacity:g}: it could never be granted"
         )
+    return n
+
+
+def check_charge(n: float) -> float:
+    """Validate a charge (a cost found out after the grant): finite and >= 0."""
+    n = float(n)
+    if not (n >= 0 and math.isfinite(n)):
+        raise ValueError(f"charge must be a finite number >= 0; got {n!r}")
     return n
 
 
@@ -147,6 +156,16 @@ class TokenBucket:
         with self._lock:
             self._refill(now)
             self._tokens = min(self._capacity, self._tokens + n)
+
+    def charge(self, n: float) -> None:
+        """Take ``n`` more tokens now, even below zero: a grant used more than it was charged
+        (a request's real token count above its estimate). Unlike :meth:`try_acquire` this
+        never refuses, and ``n`` may exceed the capacity."""
+        n = check_charge(n)
+        now = self._clock()
+        with self._lock:
+            self._refill(now)
+            self._tokens -= n
 
     def available(self) -> float:
         """Tokens held now (may be negative after a :meth:`sync` to an exhausted window)."""

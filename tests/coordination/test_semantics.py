@@ -90,16 +90,15 @@ def test_greedy_client_gets_at_most_rate_times_t_plus_capacity(coordinate) -> No
 
 
 def test_after_sync_to_zero_nothing_until_t_then_refill_restarts(coordinate) -> None:
-    """As the local bucket: the level is -T*rate, 0 at T, a whole token 1/rate later."""
+    """As the local bucket: nothing before T, the next token exactly at T, then the rate."""
     clock = FakeClock()
     limiter = coordinate(server_clock=clock).rate_limiter("sync", [(10.0, None)])
     limiter.sync(0, 0, 2.5)
-    assert limiter.try_acquire([1]) == pytest.approx(2.5 + 0.1)  # -25 tokens, then one more
+    assert limiter.try_acquire([1]) == pytest.approx(2.5)  # 1 - 25 tokens: whole at T
     clock.advance(2.5)
-    assert limiter.available() == pytest.approx([0.0], abs=1e-9)
-    assert limiter.try_acquire([1]) == pytest.approx(0.1)
-    clock.advance(0.1)
+    assert limiter.available() == pytest.approx([1.0], abs=1e-9)
     assert limiter.try_acquire([1]) == 0.0
+    assert limiter.try_acquire([1]) == pytest.approx(0.1)
 
 
 def test_all_or_nothing_across_the_buckets_of_a_request(coordinate) -> None:
@@ -226,7 +225,7 @@ def test_key_state_is_seen_by_every_process(coordinate) -> None:
     a.cooldown(a._keys[0], 7.0)
     assert b.stats()["one"]["cooling_down_for"] == pytest.approx(7.0)
     a.sync(a._keys[1], RateLimitInfo(remaining_requests=0, reset_requests=3.0))
-    assert b.acquire() == (None, pytest.approx(3.0 + 0.1))  # one cooling, one spent: the shorter
+    assert b.acquire() == (None, pytest.approx(3.0))  # one cooling, one spent: the next at T
     a.disable(a._keys[1], "401 bad key")
     a.disable(a._keys[0], "403 no")
     assert b.available() == 0

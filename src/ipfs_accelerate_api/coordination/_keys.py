@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from ..config import Secret
-from ..engine.keys import KeyPool, KeyState, RateLimitInfo
+from ..engine.keys import KeyPool, KeyState, RateLimitInfo, reset_or_pace
 from ..errors import AuthenticationError
 from ._link import Link
 from ._scripts import STAT_FIELDS, BucketSpec, Scripts
@@ -149,7 +149,8 @@ class SharedKeyPool(KeyPool):
                                         (TOKENS, info.remaining_tokens, info.reset_tokens)):
             spec = self._spec(field)
             if spec is not None and remaining is not None:
-                ops.append((spec, "sync", max(0.0, remaining), max(0.0, reset or 0.0)))
+                ops.append((spec, "sync", max(0.0, remaining),
+                            max(0.0, reset_or_pace(reset, spec.rate))))
         if ops:
             self._link.run(lambda: self._scripts.update(self._rkey[id(key)], ops),
                            lambda: KeyPool.sync(self, key, info))

@@ -134,7 +134,7 @@ for b = 1, nb do
     if tok >= a - EPS then new = tok - a end
   elseif op == 'sync' then
     local target = a
-    if a <= 0 then target = -c * rate end
+    if a <= 0 then target = 1 - c * rate end
     if target < tok then new = target end
   end
   if op ~= 'peek' then

@@ -26,16 +26,17 @@ __all__ = ["Emulator", "FaultPlan", "ServiceConfig", "SERVICES"]
 
 
 def _services() -> dict[str, type[Service]]:
+    from .gemini import GeminiService
     from .openai import OpenAIService
 
-    return {"openai": OpenAIService}
+    return {"openai": OpenAIService, "gemini": GeminiService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai",)
+SERVICES = ("openai", "gemini")
 
 #: The API path below each service's prefix that clients use as their base URL.
-_BASE_PATHS = {"openai": "/v1"}
+_BASE_PATHS = {"openai": "/v1", "gemini": "/v1beta"}
 
 
 class Emulator:

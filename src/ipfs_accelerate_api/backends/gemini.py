@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from typing import Any, Mapping
 
@@ -45,6 +44,7 @@ from .base import (
 __all__ = ["GeminiBackend"]
 
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
+F32_MAX = float(np.finfo(np.float32).max)
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 #: Finish reasons that mean the answer was withheld: raised as ContentFilteredError.
@@ -282,16 +282,13 @@ def _finish(raw: str | None, calls: list[ToolCall]) -> str | None:
 
 
 def _row(value: Any, where: str) -> np.ndarray:
-    """One ``{"values": [...]}`` embedding as float32; numbers only, finite, not empty."""
+    """One ``{"values": [...]}`` embedding as float32: numbers only, each within float32."""
     values = as_list(field(as_dict(value, where), "values", where), f"{where}.values",
                      nonempty=True)
     for x in values:
-        if type(x) not in (int, float) or not math.isfinite(x):
-            raise ResponseFormatError(f"{where}.values should hold finite numbers, got {x!r}")
-    row = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(row).all():
-        raise ResponseFormatError(f"{where}.values overflow float32")
-    return row
+        if type(x) not in (int, float) or not abs(x) <= F32_MAX:  # NaN fails too
+            raise ResponseFormatError(f"{where}.values should hold float32 numbers, got {x!r}")
+    return np.asarray(values, dtype=np.float32)
 
 
 class _Stream(StreamParser):

@@ -36,21 +36,26 @@ def root():
     yield from nginx_server({PATH: ANSWER})
 
 
+def _measure(benchmark, impl: str, call) -> None:
+    """Benchmark ``N_SEQ`` sequential calls of ``call``."""
+
+    def run():
+        for _ in range(N_SEQ):
+            call()
+
+    per_op(benchmark, N_SEQ)
+    benchmark.extra_info["impl"] = impl
+    benchmark(run)
+
+
 @pytest.mark.benchmark(group="gemini: chat, sequential")
 def test_gemini_chat_ours(benchmark, root):
     from ipfs_accelerate_api import backend
 
     ai = backend("gemini", base_url=root + "/v1beta", api_key="AIza-bench", max_concurrency=1)
     assert ai.chat(MESSAGES, model=MODEL).text.startswith("Hello")
-
-    def run():
-        for _ in range(N_SEQ):
-            ai.chat(MESSAGES, model=MODEL)
-
-    per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = "ipfs_accelerate_api"
     try:
-        benchmark(run)
+        _measure(benchmark, "ipfs_accelerate_api", lambda: ai.chat(MESSAGES, model=MODEL).text)
     finally:
         ai.close()
 
@@ -63,14 +68,11 @@ def test_gemini_chat_raw_urllib3(benchmark, root):
     url = root + PATH
     headers = {"x-goog-api-key": "AIza-bench", "Content-Type": "application/json"}
 
-    def run():
-        for _ in range(N_SEQ):
-            r = pool.request("POST", url, body=json.dumps(BODY).encode(), headers=headers)
-            json.loads(r.data)["candidates"][0]["content"]["parts"][0]["text"]
+    def call():
+        r = pool.request("POST", url, body=json.dumps(BODY).encode(), headers=headers)
+        return json.loads(r.data)["candidates"][0]["content"]["parts"][0]["text"]
 
-    per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = "raw urllib3"
-    benchmark(run)
+    _measure(benchmark, "raw urllib3", call)
 
 
 @pytest.mark.benchmark(group="gemini: chat, sequential")
@@ -83,13 +85,8 @@ def test_gemini_chat_google_genai(benchmark, root):
     contents = MESSAGES[0]["content"]
     assert client.models.generate_content(model=MODEL, contents=contents).text.startswith("Hello")
 
-    def run():
-        for _ in range(N_SEQ):
-            _ = client.models.generate_content(model=MODEL, contents=contents).text
-
-    per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = "google-genai SDK"
     try:
-        benchmark(run)
+        _measure(benchmark, "google-genai SDK",
+                 lambda: client.models.generate_content(model=MODEL, contents=contents).text)
     finally:
         client.close()

@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 import pytest
 import urllib3
 
-DROP = object()
+from .conftest import DROP, merge
+
 MODEL = "gemini-2.0-flash"
 EMBED_MODEL = "text-embedding-004"
 
@@ -36,16 +37,6 @@ def _case_id(case: Case) -> str:
     return str(case.field)
 
 
-def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in change.items():
-        if v is DROP:
-            out.pop(k, None)
-        else:
-            out[k] = v
-    return out
-
-
 def _config(**fields: Any) -> dict[str, Any]:
     return {"generationConfig": fields}
 
@@ -65,14 +56,14 @@ def call(emu):
 
 
 def _check(call, path: str, base: dict[str, Any], case: Case) -> None:
-    status, body = call(path, _merge(base, case.bad))
+    status, body = call(path, merge(base, case.bad))
     assert status == 400, body
     err = body["error"]
     assert (err["code"], err["status"]) == (400, "INVALID_ARGUMENT") and err["message"]
     if case.field is not None:
         (violation,) = [d for d in err["details"] if d["@type"].endswith("BadRequest")]
         assert violation["fieldViolations"][0]["field"] == case.field, err
-    status, body = call(path, _merge(base, case.good))
+    status, body = call(path, merge(base, case.good))
     assert status == 200, body
 
 

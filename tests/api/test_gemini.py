@@ -25,7 +25,7 @@ from ipfs_accelerate_api.errors import (
     StreamInterrupted,
 )
 
-from .conftest import FAST_RETRY, MSG
+from .conftest import MSG
 from .hostile import HostileServer
 
 genai = pytest.importorskip("google.genai")
@@ -39,21 +39,8 @@ TOOLS = [{"type": "function", "function": {"name": "get_time", "description": "n
 
 
 @pytest.fixture
-def gem(emu):
-    made = []
-
-    def factory(**options):
-        options.setdefault("base_url", emu.base_url("gemini"))
-        if "api_keys" not in options:
-            options.setdefault("api_key", "AIza-test")
-        options.setdefault("retry", FAST_RETRY)
-        b = backend("gemini", **options)
-        made.append(b)
-        return b
-
-    yield factory
-    for b in made:
-        b.close()
+def gem(backends):
+    return lambda **options: backends("gemini", **options)
 
 
 def _seen(emu):
@@ -134,7 +121,7 @@ def test_emulator_takes_the_key_from_the_query_and_streams_an_array_without_alt_
 
 # -- our backend ---------------------------------------------------------------------------------
 
-def test_chat_usage_and_finish_reasons(gem, emu) -> None:
+def test_chat_usage_and_finish_reasons(gem, backends, emu) -> None:
     ai = gem()
     r = ai.chat(MSG, model=MODEL)
     assert r.text == reply_text(PROMPT, 1, 64) and r.message.role == "assistant"
@@ -145,8 +132,8 @@ def test_chat_usage_and_finish_reasons(gem, emu) -> None:
     assert short.finish_reason == "length" and len(short.text.split()) == 1
     assert ai.complete(PROMPT, model=MODEL).text == r.text
     assert MODEL in ai.list_models()
-    assert backend("google", base_url=emu.base_url("gemini"), api_key="k").chat(
-        MSG, model=MODEL).text == r.text
+    google = backends("google", base_url=emu.base_url("gemini"))
+    assert type(google) is type(ai) and google.chat(MSG, model=MODEL).text == r.text
 
 
 def test_stream_equals_plain_text(gem) -> None:

@@ -60,13 +60,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+def nginx_server(routes: dict[str, str]):
+    """A generator for a module fixture: nginx on a free loopback port answering each POST
+    ``path -> canned JSON body`` of ``routes`` with 200; yields ``http://127.0.0.1:PORT``.
+    Skips the test when nginx is not installed or does not start."""
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if nginx is None:
         pytest.skip("nginx not installed")
     tmp = tempfile.mkdtemp(prefix="ia-nginx-")
     port = _free_port()
+    # nginx will not serve a static file to POST: answer 405, then serve the canned file as 200.
+    locations = "\n".join(f"    location = {path} {{ error_page 405 =200 /{i}.json; return 405; }}"
+                          for i, path in enumerate(routes))
     conf = f"""
 worker_processes 1;
 daemon off;
@@ -84,16 +89,12 @@ http {{
     listen 127.0.0.1:{port};
     root {tmp};
     default_type application/json;
-    # nginx will not serve a static file to POST: answer 405, then serve the canned file as 200.
-    location = /v1/chat/completions {{ error_page 405 =200 /chat.json; return 405; }}
-    location = /v1/embeddings {{ error_page 405 =200 /embed.json; return 405; }}
-    location = /float/v1/embeddings {{ error_page 405 =200 /embed_float.json; return 405; }}
+{locations}
   }}
 }}
 """
-    for name, body in (("chat.json", CHAT_JSON), ("embed.json", EMBED_JSON),
-                       ("embed_float.json", EMBED_FLOAT_JSON)):
-        with open(os.path.join(tmp, name), "w") as fh:
+    for i, body in enumerate(routes.values()):
+        with open(os.path.join(tmp, f"{i}.json"), "w") as fh:
             fh.write(body)
     path = os.path.join(tmp, "nginx.conf")
     with open(path, "w") as fh:
@@ -111,11 +112,20 @@ http {{
                 proc.stderr.close()
                 pytest.skip(f"nginx did not start: {err}")
             time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.terminate()
-    proc.wait(10)
-    proc.stderr.close()
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    for root in nginx_server({"/v1/chat/completions": CHAT_JSON, "/v1/embeddings": EMBED_JSON,
+                              "/float/v1/embeddings": EMBED_FLOAT_JSON}):
+        yield root + "/v1"
 
 
 def _ours(server, **kw):

@@ -18,22 +18,29 @@ def emu():
 
 
 @pytest.fixture
-def make(emu):
-    """Create backends (OpenAI unless named) against the emulator; all are closed after the test."""
+def backends(emu):
+    """Create backends of any service against the emulator; all are closed after the test."""
     made = []
 
-    def factory(service="openai", **options):
-        options.setdefault("base_url", emu.base_url(service))
+    def factory(name, **options):
+        if "base_url" not in options:
+            options["base_url"] = emu.base_url(name)
         if "api_keys" not in options:
             options.setdefault("api_key", "sk-test")
         options.setdefault("retry", FAST_RETRY)
-        b = backend(service, **options)
+        b = backend(name, **options)
         made.append(b)
         return b
 
     yield factory
     for b in made:
         b.close()
+
+
+@pytest.fixture
+def make(backends):
+    """Create backends (OpenAI unless named) against the emulator; all are closed after the test."""
+    return lambda service="openai", **options: backends(service, **options)
 
 
 @pytest.fixture
@@ -49,6 +56,21 @@ def engines():
     yield factory
     for e in made:
         e.close()
+
+
+#: A request-table value that removes the field (see ``merge``).
+DROP = object()
+
+
+def merge(base, change):
+    """``base`` with the fields of ``change`` set (or removed, where the value is ``DROP``)."""
+    out = dict(base)
+    for k, v in change.items():
+        if v is DROP:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
 
 
 MSG = [{"role": "user", "content": "hello there"}]

@@ -175,6 +175,12 @@ def _sse(chunks: list[Any]) -> bytes:
     return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
 
+def _gemini_sse(chunks: list[Any]) -> bytes:
+    """Gemini's framing: data-only events and no terminator."""
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+
+
+GEMINI_USAGE = {"promptTokenCount": 1, "candidatesTokenCount": 2, "totalTokenCount": 3}
 B64 = "AACAPwAAAEA="  # float32 [1.0, 2.0]
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -237,6 +243,36 @@ PARSERS = [
                 "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "total_time": 0.1}}}],
         lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
         ctype="text/event-stream", encode=_sse),
+    Row("gemini", "chat", {
+        "candidates": [{"index": 0, "finishReason": "STOP", "content": {"role": "model", "parts": [
+            {"text": "hi"}, {"functionCall": {"name": "f", "args": {"x": 1}}}]}}],
+        "promptFeedback": {"blockReason": None},
+        "usageMetadata": GEMINI_USAGE, "modelVersion": "g", "responseId": "r"},
+        lambda ai: ai.chat(MSG, model="m"), _chat_ok),
+    Row("gemini", "complete", {
+        "candidates": [{"finishReason": "MAX_TOKENS", "content": {"parts": [{"text": "hi"}]}}],
+        "usageMetadata": GEMINI_USAGE},
+        lambda ai: ai.complete("hi", model="m"), _complete_ok),
+    Row("gemini", "embed-one", {"embedding": {"values": [0.5, 1.5]}},
+        lambda ai: ai.embed("a", model="m"),
+        lambda r: (isinstance(r, np.ndarray) and r.shape[0] == 1 and r.dtype == np.float32)
+        or pytest.fail()),
+    Row("gemini", "embed-batch", {"embeddings": [{"values": [0.5, 1.5]}, {"values": [2.5, 3]}]},
+        lambda ai: ai.embed(["a", "b"], model="m"), _embed_ok),
+    Row("gemini", "count_tokens", {"totalTokens": 3, "promptTokensDetails": []},
+        lambda ai: ai.count_tokens("hi", model="m"),
+        lambda r: (type(r) is int and r >= 0) or pytest.fail()),
+    Row("gemini", "list_models", {"models": [{"name": "models/a"}, {"name": "b"}]},
+        lambda ai: ai.list_models(),
+        lambda r: (isinstance(r, list) and all(isinstance(x, str) for x in r)) or pytest.fail()),
+    Row("gemini", "stream_chat", [
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": "hel"}]}}],
+         "usageMetadata": {"promptTokenCount": 1}},
+        {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]}}]},
+        {"candidates": [{"content": {"parts": [{"text": "lo"}]}, "finishReason": "STOP"}],
+         "usageMetadata": GEMINI_USAGE}],
+        lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
+        ctype="text/event-stream", encode=_gemini_sse),
 ]
 
 

@@ -13,6 +13,8 @@ __all__ = ["BACKENDS", "backend"]
 BACKENDS = {
     "openai": "ipfs_accelerate_api.backends.openai:OpenAIBackend",
     "groq": "ipfs_accelerate_api.backends.groq:GroqBackend",
+    "gemini": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
+    "google": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
 }
 
 

@@ -26,17 +26,18 @@ __all__ = ["Emulator", "FaultPlan", "ServiceConfig", "SERVICES"]
 
 
 def _services() -> dict[str, type[Service]]:
+    from .gemini import GeminiService
     from .groq import GroqService
     from .openai import OpenAIService
 
-    return {"openai": OpenAIService, "groq": GroqService}
+    return {"openai": OpenAIService, "groq": GroqService, "gemini": GeminiService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai", "groq")
+SERVICES = ("openai", "groq", "gemini")
 
 #: The API path below each service's prefix that clients use as their base URL.
-_BASE_PATHS = {"openai": "/v1", "groq": "/openai/v1"}
+_BASE_PATHS = {"openai": "/v1", "groq": "/openai/v1", "gemini": "/v1beta"}
 
 
 class Emulator:

@@ -13,6 +13,7 @@ exception is kept in ``stats()["handler_errors"]``, so tests can assert that non
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -26,10 +27,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
+
 from ._rules import Body, Upload, Violation, parse_json
 
 __all__ = ["EmulatorServer", "FaultPlan", "Reply", "Request", "Route", "Service", "ServiceConfig",
-           "Stream"]
+           "Stream", "count_tokens", "embedding_for", "pieces", "reply_text", "sample_arguments",
+           "sse_event"]
 
 #: Seconds an injected 429 asks the client to wait.
 FAULT_RETRY_AFTER = 0.05
@@ -641,3 +645,57 @@ def go_duration(seconds: float) -> str:
         return f"{int(minutes)}m{rest:.0f}s" if rest == int(rest) else f"{int(minutes)}m{rest:.3g}s"
     return f"{rest:.3g}s"
 
+
+
+# -- deterministic content, shared by the services ------------------------------------------
+
+_WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
+
+
+def count_tokens(text: str) -> int:
+    """The emulator's token count: about four characters a token."""
+    return max(1, len(text) // 4) if text else 0
+
+
+def reply_text(prompt: str, seed: int, max_words: int = 12, variant: int = 0) -> str:
+    """Deterministic reply words for ``prompt`` (``variant``: the choice index, for ``n``)."""
+    if max_words <= 0:
+        return ""
+    key = f"{seed}:{prompt}" if not variant else f"{seed}:{variant}:{prompt}"
+    digest = hashlib.sha256(key.encode()).digest()
+    n = max(1, min(max_words, 3 + digest[0] % 10))
+    return " ".join(_WORDS[digest[(i + 1) % 32] % len(_WORDS)] for i in range(n))
+
+
+def embedding_for(text: str, dim: int, seed: int = 0) -> np.ndarray:
+    """A unit vector that is a stable function of ``text`` (and the seed)."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:8], "little")
+    v = np.random.default_rng(h).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def sample_arguments(parameters: Any, word: str) -> dict[str, Any]:
+    """Arguments for a tool, one value per property of its JSON schema, of the right type
+    (type names in any case: OpenAPI's ``OBJECT``/``STRING`` as Gemini writes them too)."""
+    props = parameters.get("properties") if isinstance(parameters, dict) else None
+    sample = {"string": word, "integer": len(word), "number": len(word) / 2, "boolean": True,
+              "array": [word], "object": {}}
+    out = {}
+    for name, spec in (props or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        out[name] = (spec["enum"][0] if spec.get("enum")
+                     else sample.get(str(spec.get("type")).lower(), word))
+    return out
+
+
+def pieces(text: str, size: int = 8) -> list[str]:
+    """``text`` cut into pieces of ``size`` characters (at least one, maybe empty)."""
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def sse_event(obj: Any) -> bytes:
+    """One data-only SSE event carrying ``obj`` as JSON."""
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"

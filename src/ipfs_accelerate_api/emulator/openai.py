@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from itertools import chain, zip_longest
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
-
 from . import _media
 from ._rules import (
     AnyValue,
@@ -43,14 +41,23 @@ from ._rules import (
     Tagged,
     Violation,
 )
-from ._server import APIFailure, Reply, Request, Route, Service, Stream, go_duration
+from ._server import (
+    APIFailure,
+    Reply,
+    Request,
+    Route,
+    Service,
+    Stream,
+    count_tokens,
+    embedding_for,
+    go_duration,
+    pieces,
+    reply_text,
+    sample_arguments,
+    sse_event,
+)
 
 __all__ = ["OpenAIService", "embedding_for", "reply_text"]
-
-_WORDS = (
-    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
-).split()
 
 CHAT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-5",
                "gpt-5-mini", "gpt-5-nano", "o3-mini", "o4-mini", "gpt-3.5-turbo")
@@ -206,54 +213,12 @@ MODEL_TRANSCRIPT_FORMATS = {"whisper-1": ("json", "text", "srt", "verbose_json",
 
 # -- deterministic content ----------------------------------------------------------------------
 
-def count_tokens(text: str) -> int:
-    """The emulator's token count: about four characters a token."""
-    return max(1, len(text) // 4) if text else 0
-
-
-def reply_text(prompt: str, seed: int, max_words: int = 12, variant: int = 0) -> str:
-    """Deterministic reply words for ``prompt`` (``variant``: the choice index, for ``n``)."""
-    if max_words <= 0:
-        return ""
-    key = f"{seed}:{prompt}" if not variant else f"{seed}:{variant}:{prompt}"
-    digest = hashlib.sha256(key.encode()).digest()
-    n = max(1, min(max_words, 3 + digest[0] % 10))
-    return " ".join(_WORDS[digest[(i + 1) % 32] % len(_WORDS)] for i in range(n))
-
-
-def embedding_for(text: str, dim: int, seed: int = 0) -> np.ndarray:
-    """A unit vector that is a stable function of ``text`` (and the seed)."""
-    h = int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:8], "little")
-    v = np.random.default_rng(h).standard_normal(dim).astype(np.float32)
-    return v / np.linalg.norm(v)
-
-
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
-
-
-def _arguments(parameters: Any, word: str) -> str:
-    """Arguments for a tool, one value per property of its JSON schema, of the right type."""
-    props = parameters.get("properties") if isinstance(parameters, dict) else None
-    sample = {"string": word, "integer": len(word), "number": len(word) / 2, "boolean": True,
-              "array": [word], "object": {}}
-    out = {}
-    for name, spec in (props or {}).items():
-        spec = spec if isinstance(spec, dict) else {}
-        out[name] = spec["enum"][0] if spec.get("enum") else sample.get(str(spec.get("type")), word)
-    return json.dumps(out)
-
-
-def _pieces(text: str, size: int = 8) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
-
-
-def _sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
 def _stream_events(base: dict[str, Any], choices: Iterable[dict[str, Any]], usage: dict[str, int],
@@ -264,9 +229,9 @@ def _stream_events(base: dict[str, Any], choices: Iterable[dict[str, Any]], usag
         chunk = {**base, "choices": [choice]}
         if include_usage:
             chunk["usage"] = None
-        yield _sse(chunk)
+        yield sse_event(chunk)
     if include_usage:
-        yield _sse({**base, "choices": [], "usage": usage})
+        yield sse_event({**base, "choices": [], "usage": usage})
     yield b"data: [DONE]\n\n"
 
 
@@ -304,7 +269,8 @@ class _Choice:
         kind = tool["type"]  # "function" or "custom"
         spec = tool[kind]
         word = text.split(" ")[0]
-        payload = ({"name": spec["name"], "arguments": _arguments(spec.get("parameters"), word)}
+        arguments = json.dumps(sample_arguments(spec.get("parameters"), word))
+        payload = ({"name": spec["name"], "arguments": arguments}
                    if kind == "function" else {"name": spec["name"], "input": word})
         call_id = "call_" + hashlib.sha256(f"{seed}:{index}:{prompt}".encode()).hexdigest()[:24]
         return cls(text, "tool_calls", {"id": call_id, "type": kind, kind: payload})
@@ -336,7 +302,7 @@ class _Choice:
         head = {"index": 0, "id": self.call["id"], "type": kind,
                 kind: {"name": payload["name"], field: ""}}
         yield {"role": "assistant", "content": None, "refusal": None, "tool_calls": [head]}
-        for piece in _pieces(payload[field]):
+        for piece in pieces(payload[field]):
             yield {"tool_calls": [{"index": 0, kind: {field: piece}}]}
 
 
@@ -480,7 +446,7 @@ class OpenAIService(Service):
         return h
 
     def stream_error_chunk(self) -> bytes:
-        return _sse({"error": {"message": "The server had an error while streaming.",
+        return sse_event({"error": {"message": "The server had an error while streaming.",
                                "type": "server_error", "param": None, "code": None}})
 
     def estimate_tokens(self, req: Request) -> int:
@@ -665,9 +631,9 @@ class OpenAIService(Service):
         done = {"type": "speech.audio.done", "usage": {
             "input_tokens": tokens, "output_tokens": len(audio) // 64,
             "total_tokens": tokens + len(audio) // 64}}
-        events = chain((_sse({"type": "speech.audio.delta",
+        events = chain((sse_event({"type": "speech.audio.delta",
                               "audio": base64.b64encode(audio[i:i + 4096]).decode()})
-                        for i in range(0, len(audio), 4096)), [_sse(done)])
+                        for i in range(0, len(audio), 4096)), [sse_event(done)])
         return Stream(events, headers=self._headers())
 
 

@@ -13,6 +13,7 @@ exception is kept in ``stats()["handler_errors"]``, so tests can assert that non
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -29,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from ._rules import Body, Upload, Violation, parse_json
 
 __all__ = ["EmulatorServer", "FaultPlan", "Reply", "Request", "Route", "Service", "ServiceConfig",
-           "Stream"]
+           "Stream", "content_text", "count_tokens", "pieces", "reply_text", "tool_arguments"]
 
 #: Seconds an injected 429 asks the client to wait.
 FAULT_RETRY_AFTER = 0.05
@@ -640,3 +641,52 @@ def go_duration(seconds: float) -> str:
         return f"{int(minutes)}m{rest:.0f}s" if rest == int(rest) else f"{int(minutes)}m{rest:.3g}s"
     return f"{rest:.3g}s"
 
+
+
+# -- deterministic content, for every service ---------------------------------------------------
+
+_WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
+
+
+def count_tokens(text: str) -> int:
+    """The emulator's token count: about four characters a token."""
+    return max(1, len(text) // 4) if text else 0
+
+
+def reply_text(prompt: str, seed: int, max_words: int = 12, variant: int = 0) -> str:
+    """Deterministic reply words for ``prompt`` (``variant``: the choice index, for ``n``)."""
+    if max_words <= 0:
+        return ""
+    key = f"{seed}:{prompt}" if not variant else f"{seed}:{variant}:{prompt}"
+    digest = hashlib.sha256(key.encode()).digest()
+    n = max(1, min(max_words, 3 + digest[0] % 10))
+    return " ".join(_WORDS[digest[(i + 1) % 32] % len(_WORDS)] for i in range(n))
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's content: a string, or the ``text`` of each part or block."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def tool_arguments(schema: Any, word: str) -> dict[str, Any]:
+    """Arguments for a tool, one value per property of its JSON schema, of the right type."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    sample = {"string": word, "integer": len(word), "number": len(word) / 2, "boolean": True,
+              "array": [word], "object": {}}
+    out = {}
+    for name, spec in (props or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        out[name] = spec["enum"][0] if spec.get("enum") else sample.get(str(spec.get("type")), word)
+    return out
+
+
+def pieces(text: str, size: int = 8) -> list[str]:
+    """``text`` cut into pieces of ``size`` characters, as a stream sends it."""
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]

@@ -43,14 +43,22 @@ from ._rules import (
     Tagged,
     Violation,
 )
-from ._server import APIFailure, Reply, Request, Route, Service, Stream, go_duration
+from ._server import (
+    APIFailure,
+    Reply,
+    Request,
+    Route,
+    Service,
+    Stream,
+    content_text,
+    count_tokens,
+    go_duration,
+    pieces,
+    reply_text,
+    tool_arguments,
+)
 
 __all__ = ["OpenAIService", "embedding_for", "reply_text"]
-
-_WORDS = (
-    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
-).split()
 
 CHAT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-5",
                "gpt-5-mini", "gpt-5-nano", "o3-mini", "o4-mini", "gpt-3.5-turbo")
@@ -206,50 +214,11 @@ MODEL_TRANSCRIPT_FORMATS = {"whisper-1": ("json", "text", "srt", "verbose_json",
 
 # -- deterministic content ----------------------------------------------------------------------
 
-def count_tokens(text: str) -> int:
-    """The emulator's token count: about four characters a token."""
-    return max(1, len(text) // 4) if text else 0
-
-
-def reply_text(prompt: str, seed: int, max_words: int = 12, variant: int = 0) -> str:
-    """Deterministic reply words for ``prompt`` (``variant``: the choice index, for ``n``)."""
-    if max_words <= 0:
-        return ""
-    key = f"{seed}:{prompt}" if not variant else f"{seed}:{variant}:{prompt}"
-    digest = hashlib.sha256(key.encode()).digest()
-    n = max(1, min(max_words, 3 + digest[0] % 10))
-    return " ".join(_WORDS[digest[(i + 1) % 32] % len(_WORDS)] for i in range(n))
-
-
 def embedding_for(text: str, dim: int, seed: int = 0) -> np.ndarray:
     """A unit vector that is a stable function of ``text`` (and the seed)."""
     h = int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:8], "little")
     v = np.random.default_rng(h).standard_normal(dim).astype(np.float32)
     return v / np.linalg.norm(v)
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def _arguments(parameters: Any, word: str) -> str:
-    """Arguments for a tool, one value per property of its JSON schema, of the right type."""
-    props = parameters.get("properties") if isinstance(parameters, dict) else None
-    sample = {"string": word, "integer": len(word), "number": len(word) / 2, "boolean": True,
-              "array": [word], "object": {}}
-    out = {}
-    for name, spec in (props or {}).items():
-        spec = spec if isinstance(spec, dict) else {}
-        out[name] = spec["enum"][0] if spec.get("enum") else sample.get(str(spec.get("type")), word)
-    return json.dumps(out)
-
-
-def _pieces(text: str, size: int = 8) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
 def _sse(obj: Any) -> bytes:
@@ -304,7 +273,8 @@ class _Choice:
         kind = tool["type"]  # "function" or "custom"
         spec = tool[kind]
         word = text.split(" ")[0]
-        payload = ({"name": spec["name"], "arguments": _arguments(spec.get("parameters"), word)}
+        arguments = json.dumps(tool_arguments(spec.get("parameters"), word))
+        payload = ({"name": spec["name"], "arguments": arguments}
                    if kind == "function" else {"name": spec["name"], "input": word})
         call_id = "call_" + hashlib.sha256(f"{seed}:{index}:{prompt}".encode()).hexdigest()[:24]
         return cls(text, "tool_calls", {"id": call_id, "type": kind, kind: payload})
@@ -336,7 +306,7 @@ class _Choice:
         head = {"index": 0, "id": self.call["id"], "type": kind,
                 kind: {"name": payload["name"], field: ""}}
         yield {"role": "assistant", "content": None, "refusal": None, "tool_calls": [head]}
-        for piece in _pieces(payload[field]):
+        for piece in pieces(payload[field]):
             yield {"tool_calls": [{"index": 0, kind: {field: piece}}]}
 
 
@@ -493,7 +463,7 @@ class OpenAIService(Service):
     def chat(self, req: Request) -> Reply | Stream:
         body = req.data
         tool = _chosen_tool(body)
-        prompt = "\n".join(_content_text(m.get("content")) for m in body["messages"])
+        prompt = "\n".join(content_text(m.get("content")) for m in body["messages"])
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
         choices = [_Choice.make(prompt, self.seed, i, limit, tool)
                    for i in range(body.get("n") or 1)]

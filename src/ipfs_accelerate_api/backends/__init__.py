@@ -12,6 +12,8 @@ __all__ = ["BACKENDS", "backend"]
 #: name -> "module:Class" (imported on first use, so unused backends cost nothing)
 BACKENDS = {
     "openai": "ipfs_accelerate_api.backends.openai:OpenAIBackend",
+    "claude": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
+    "anthropic": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
 }
 
 

@@ -26,16 +26,18 @@ __all__ = ["Emulator", "FaultPlan", "ServiceConfig", "SERVICES"]
 
 
 def _services() -> dict[str, type[Service]]:
+    from .anthropic import ClaudeService
     from .openai import OpenAIService
 
-    return {"openai": OpenAIService}
+    return {"openai": OpenAIService, "claude": ClaudeService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai",)
+SERVICES = ("openai", "claude")
 
-#: The API path below each service's prefix that clients use as their base URL.
-_BASE_PATHS = {"openai": "/v1"}
+#: The API path below each service's prefix that clients use as their base URL (Anthropic's
+#: clients add ``/v1`` to every path themselves).
+_BASE_PATHS = {"openai": "/v1", "claude": ""}
 
 
 class Emulator:

@@ -35,21 +35,27 @@ def server():
         yield root
 
 
+def _measure(benchmark, impl: str, once) -> None:
+    """Time ``N_SEQ`` sequential calls of ``once`` as one round."""
+
+    def run():
+        for _ in range(N_SEQ):
+            once()
+
+    per_op(benchmark, N_SEQ)
+    benchmark.extra_info["impl"] = impl
+    benchmark(run)
+
+
 @pytest.mark.benchmark(group=GROUP)
 def test_claude_chat_ours(benchmark, server):
     from ipfs_accelerate_api import backend
 
     ai = backend("claude", base_url=server, api_key="sk-ant-bench", max_concurrency=1)
     assert ai.chat(MESSAGES, model=MODEL, max_tokens=1024).text.startswith("Hello")
-
-    def run():
-        for _ in range(N_SEQ):
-            ai.chat(MESSAGES, model=MODEL, max_tokens=1024)
-
-    per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = "ipfs_accelerate_api"
     try:
-        benchmark(run)
+        _measure(benchmark, "ipfs_accelerate_api",
+                 lambda: ai.chat(MESSAGES, model=MODEL, max_tokens=1024).text)
     finally:
         ai.close()
 
@@ -62,29 +68,15 @@ def test_claude_chat_raw_urllib3(benchmark, server):
     url = server + "/v1/messages"
     headers = {"x-api-key": "sk-ant-bench", "anthropic-version": "2023-06-01",
                "Content-Type": "application/json"}
-
-    def run():
-        for _ in range(N_SEQ):
-            r = pool.request("POST", url, body=json.dumps(BODY).encode(), headers=headers)
-            json.loads(r.data)["content"][0]["text"]
-
-    per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = "raw urllib3"
-    benchmark(run)
+    _measure(benchmark, "raw urllib3", lambda: json.loads(pool.request(
+        "POST", url, body=json.dumps(BODY).encode(), headers=headers).data)["content"][0]["text"])
 
 
 @pytest.mark.benchmark(group=GROUP)
 def test_claude_chat_anthropic_sdk(benchmark, server):
     anthropic = pytest.importorskip("anthropic")
     client = anthropic.Anthropic(base_url=server, api_key="sk-ant-bench", max_retries=0)
-
-    def run():
-        for _ in range(N_SEQ):
-            _ = client.messages.create(**BODY).content[0].text
-
-    per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = "anthropic SDK"
     try:
-        benchmark(run)
+        _measure(benchmark, "anthropic SDK", lambda: client.messages.create(**BODY).content[0].text)
     finally:
         client.close()

@@ -16,23 +16,44 @@ def emu():
     e.assert_no_handler_errors()
 
 
-@pytest.fixture
-def make(emu):
-    """Create OpenAI backends against the emulator; all are closed after the test."""
+def backends(emu, name: str, key: str, service: str | None = None):
+    """A factory of ``name`` backends against the emulator's ``service`` (``name`` unless
+    told), with ``key`` unless the options give keys; yields it, then closes all it made."""
     made = []
 
     def factory(**options):
-        options.setdefault("base_url", emu.base_url("openai"))
+        options.setdefault("base_url", emu.base_url(service or name))
         if "api_keys" not in options:
-            options.setdefault("api_key", "sk-test")
+            options.setdefault("api_key", key)
         options.setdefault("retry", FAST_RETRY)
-        b = backend("openai", **options)
+        b = backend(name, **options)
         made.append(b)
         return b
 
     yield factory
     for b in made:
         b.close()
+
+
+@pytest.fixture
+def make(emu):
+    """Create OpenAI backends against the emulator; all are closed after the test."""
+    yield from backends(emu, "openai", "sk-test")
+
+
+#: In a rules table: the field is removed (see :func:`merge`).
+DROP = object()
+
+
+def merge(base: dict, change: dict) -> dict:
+    """``base`` with the fields of ``change`` set (or removed where they are ``DROP``)."""
+    out = dict(base)
+    for k, v in change.items():
+        if v is DROP:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
 
 
 MSG = [{"role": "user", "content": "hello there"}]

@@ -16,16 +16,18 @@ from ipfs_accelerate_api.emulator import FaultPlan
 from ipfs_accelerate_api.emulator._server import reply_text
 from ipfs_accelerate_api.emulator.anthropic import input_tokens
 from ipfs_accelerate_api.errors import (
+    APIStatusError,
     AuthenticationError,
     BadRequestError,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
     ServerError,
     StreamInterrupted,
 )
 from ipfs_accelerate_api.types import ChatResponse
 
-from .conftest import FAST_RETRY, MSG
+from .conftest import MSG, backends
 from .hostile import HostileServer
 
 MODEL = "claude-sonnet-4-5"
@@ -38,20 +40,7 @@ TOOLS = [{"type": "function", "function": {
 @pytest.fixture
 def claude(emu):
     """Create Claude backends against the emulator; all are closed after the test."""
-    made = []
-
-    def factory(**options):
-        options.setdefault("base_url", emu.base_url("claude"))
-        if "api_keys" not in options:
-            options.setdefault("api_key", "sk-ant-test")
-        options.setdefault("retry", FAST_RETRY)
-        b = backend("claude", **options)
-        made.append(b)
-        return b
-
-    yield factory
-    for b in made:
-        b.close()
+    yield from backends(emu, "claude", "sk-ant-test")
 
 
 def _sent(emu, n: int = -1):
@@ -66,8 +55,9 @@ anthropic = pytest.importorskip("anthropic")
 
 @pytest.fixture
 def sdk(emu):
-    return anthropic.Anthropic(base_url=emu.base_url("claude"), api_key="sk-ant-test",
-                               max_retries=0)
+    with anthropic.Anthropic(base_url=emu.base_url("claude"), api_key="sk-ant-test",
+                             max_retries=0) as client:
+        yield client
 
 
 def test_sdk_messages_create(sdk) -> None:
@@ -121,8 +111,10 @@ def test_sdk_count_tokens_and_models(sdk) -> None:
 
 def test_sdk_retries_a_429(emu) -> None:
     emu.config("claude").faults = FaultPlan(script=["429"])
-    c = anthropic.Anthropic(base_url=emu.base_url("claude"), api_key="sk-ant-test", max_retries=2)
-    r = c.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    with anthropic.Anthropic(base_url=emu.base_url("claude"), api_key="sk-ant-test",
+                             max_retries=2) as c:
+        r = c.messages.create(model=MODEL, max_tokens=8,
+                              messages=[{"role": "user", "content": "hi"}])
     assert r.content[0].text
     stats = emu.stats("claude")
     assert stats["faults"] == {"429": 1} and stats["requests"] == 2
@@ -215,14 +207,65 @@ def test_finish_reasons(claude) -> None:
     assert streamed[-1].finish_reason == "length"
 
 
-def test_refusal_is_content_filter() -> None:
-    with HostileServer() as server:
-        server.body = json.dumps({"id": "m", "type": "message", "role": "assistant",
-                                  "model": MODEL, "content": [], "stop_reason": "refusal",
-                                  "usage": {"input_tokens": 3, "output_tokens": 0}}).encode()
-        with backend("claude", base_url=server.url + "/json", api_key="sk-ant-x") as ai:
-            r = ai.chat(MSG, model=MODEL)
+@pytest.fixture
+def canned():
+    """A backend against a server that answers whatever body (and status) the test sets."""
+    with HostileServer() as server, backend("claude", base_url=server.url + "/json",
+                                            api_key="sk-ant-x", retry=RetryPolicy(max_retries=0)) as ai:
+        yield server, ai
+
+
+def test_refusal_and_cached_input(canned) -> None:
+    server, ai = canned
+    server.body = json.dumps({
+        "id": "m", "type": "message", "role": "assistant", "model": MODEL, "content": [],
+        "stop_reason": "refusal", "usage": {"input_tokens": 3, "output_tokens": 0,
+                                            "cache_creation_input_tokens": 10,
+                                            "cache_read_input_tokens": 100}}).encode()
+    r = ai.chat(MSG, model=MODEL)
     assert r.finish_reason == "content_filter" and r.text == "" and r.message.content is None
+    assert (r.usage.prompt_tokens, r.usage.total_tokens) == (113, 113)
+
+
+def _events(*events: dict) -> bytes:
+    return b"".join(f"event: {e.pop('event', e['type'])}\ndata: {json.dumps(e)}\n\n".encode()
+                    for e in events)
+
+
+def test_stream_ignores_what_it_does_not_know(canned) -> None:
+    server, ai = canned
+    server.ctype = "text/event-stream"
+    server.body = _events(
+        {"type": "message_start", "message": {"usage": {"input_tokens": 4, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "future_event", "whatever": [1]},
+        {"type": "ping"},
+        {"event": "message", "type": "content_block_start", "index": 1,  # no name: its type says
+         "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "ok"}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"})
+    chunks = list(ai.stream_chat(MSG, model=MODEL))
+    assert "".join(c.text for c in chunks) == "ok"
+    assert chunks[-1].usage.prompt_tokens == 4 and chunks[-1].usage.completion_tokens == 9
+
+
+@pytest.mark.parametrize("status,kind,cls", [
+    (400, "invalid_request_error", BadRequestError), (401, "authentication_error", AuthenticationError),
+    (403, "permission_error", PermissionDeniedError), (404, "not_found_error", NotFoundError),
+    (413, "request_too_large", APIStatusError), (429, "rate_limit_error", RateLimitError),
+    (500, "api_error", ServerError), (529, "overloaded_error", ServerError),
+])
+def test_error_types(canned, status, kind, cls) -> None:
+    server, ai = canned
+    server.status = status
+    server.body = json.dumps({"type": "error", "error": {"type": kind, "message": "nope"},
+                              "request_id": "req_1"}).encode()
+    with pytest.raises(cls) as info:
+        ai.chat(MSG, model=MODEL)
+    assert (info.value.status, info.value.code, info.value.message) == (status, kind, "nope")
 
 
 def test_tools_both_ways(claude, emu) -> None:

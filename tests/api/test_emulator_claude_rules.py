@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import pytest
 import urllib3
 
-DROP = object()
+from .conftest import DROP, merge
 
 MESSAGES = {"model": "claude-sonnet-4-5", "max_tokens": 16,
             "messages": [{"role": "user", "content": "hi"}]}
@@ -33,16 +33,6 @@ class Case(NamedTuple):
     good: dict[str, Any]
     field: str
     status: int = 400
-
-
-def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in change.items():
-        if v is DROP:
-            out.pop(k, None)
-        else:
-            out[k] = v
-    return out
 
 
 @pytest.fixture
@@ -62,13 +52,13 @@ def call(emu):
 
 
 def _check(call, path: str, base: dict[str, Any], case: Case) -> None:
-    status, body = call(path, _merge(base, case.bad))
+    status, body = call(path, merge(base, case.bad))
     assert status == case.status, body
     kind = "invalid_request_error" if case.status == 400 else "not_found_error"
     assert body["type"] == "error" and body["error"]["type"] == kind, body
     assert body["error"]["message"].startswith(f"{case.field}:"), body["error"]["message"]
     assert body["request_id"].startswith("req_")
-    status, body = call(path, _merge(base, case.good))
+    status, body = call(path, merge(base, case.good))
     assert status == 200, body
 
 

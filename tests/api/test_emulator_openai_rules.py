@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import pytest
 import urllib3
 
-DROP = object()
+from .conftest import DROP, merge
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 COMPLETIONS = {"model": "gpt-3.5-turbo-instruct", "prompt": "say hi"}
@@ -39,16 +39,6 @@ def _case_id(case: Case) -> str:
     return f"{case.param}:{case.code or case.status}"
 
 
-def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in change.items():
-        if v is DROP:
-            out.pop(k, None)
-        else:
-            out[k] = v
-    return out
-
-
 @pytest.fixture
 def call(emu):
     pool = urllib3.PoolManager(retries=False)
@@ -69,13 +59,13 @@ def call(emu):
 
 
 def _check(call, path: str, base: dict[str, Any], case: Case, *, form: bool = False) -> None:
-    status, body = call(path, _merge(base, case.bad), form=form)
+    status, body = call(path, merge(base, case.bad), form=form)
     assert status == case.status, body
     err = body["error"]
     assert err["type"] == "invalid_request_error"
     assert err["param"] == case.param and err["code"] == case.code, err
     assert err["message"]
-    status, body = call(path, _merge(base, case.good), form=form)
+    status, body = call(path, merge(base, case.good), form=form)
     assert status == 200, body
 
 

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -60,18 +61,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def nginx_server(routes: dict[str, str]):
-    """A generator for a module fixture: nginx on a free loopback port answering each POST
-    ``path -> canned JSON body`` of ``routes`` with 200; yields ``http://127.0.0.1:PORT``.
-    Skips the test when nginx is not installed or does not start."""
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if nginx is None:
+@contextmanager
+def nginx(routes: dict[str, str]):
+    """nginx on a free loopback port answering each POST path in ``routes`` with its canned
+    JSON body (200); yields the root URL. Skips the test when nginx is not installed."""
+    nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx_bin is None:
         pytest.skip("nginx not installed")
     tmp = tempfile.mkdtemp(prefix="ia-nginx-")
     port = _free_port()
     # nginx will not serve a static file to POST: answer 405, then serve the canned file as 200.
-    locations = "\n".join(f"    location = {path} {{ error_page 405 =200 /{i}.json; return 405; }}"
-                          for i, path in enumerate(routes))
+    locations = "".join(f"    location = {path} {{ error_page 405 =200 /{i}.json; return 405; }}\n"
+                        for i, path in enumerate(routes))
     conf = f"""
 worker_processes 1;
 daemon off;
@@ -89,8 +90,7 @@ http {{
     listen 127.0.0.1:{port};
     root {tmp};
     default_type application/json;
-{locations}
-  }}
+{locations}  }}
 }}
 """
     for i, body in enumerate(routes.values()):
@@ -99,7 +99,7 @@ http {{
     path = os.path.join(tmp, "nginx.conf")
     with open(path, "w") as fh:
         fh.write(conf)
-    proc = subprocess.Popen([nginx, "-c", path, "-p", tmp], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([nginx_bin, "-c", path, "-p", tmp], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -123,8 +123,8 @@ http {{
 
 @pytest.fixture(scope="module")
 def server():
-    for root in nginx_server({"/v1/chat/completions": CHAT_JSON, "/v1/embeddings": EMBED_JSON,
-                              "/float/v1/embeddings": EMBED_FLOAT_JSON}):
+    with nginx({"/v1/chat/completions": CHAT_JSON, "/v1/embeddings": EMBED_JSON,
+                "/float/v1/embeddings": EMBED_FLOAT_JSON}) as root:
         yield root + "/v1"
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench_client import nginx_server
+from bench_client import nginx
 from conftest import QUICK, per_op
 
 N_SEQ = 20 if QUICK else 300
@@ -33,7 +33,8 @@ ANSWER = json.dumps({
 
 @pytest.fixture(scope="module")
 def root():
-    yield from nginx_server({PATH: ANSWER})
+    with nginx({PATH: ANSWER}) as root:
+        yield root
 
 
 def _measure(benchmark, impl: str, call) -> None:

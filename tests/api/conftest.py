@@ -17,14 +17,33 @@ def emu():
     e.assert_no_handler_errors()
 
 
+def backend_factory(emu, name: str, key: str = "sk-test", service: str | None = None):
+    """A factory of ``name`` backends against the emulator's ``service`` (``name`` unless
+    told), with ``key`` unless the options give keys; yields it, then closes all it made."""
+    made = []
+
+    def factory(**options):
+        options.setdefault("base_url", emu.base_url(service or name))
+        if "api_keys" not in options:
+            options.setdefault("api_key", key)
+        options.setdefault("retry", FAST_RETRY)
+        b = backend(name, **options)
+        made.append(b)
+        return b
+
+    yield factory
+    for b in made:
+        b.close()
+
+
 @pytest.fixture
 def backends(emu):
-    """Create backends of any service against the emulator; all are closed after the test."""
+    """Create backends of any service against the emulator: ``backends(name, **options)``;
+    all are closed after the test."""
     made = []
 
     def factory(name, **options):
-        if "base_url" not in options:
-            options["base_url"] = emu.base_url(name)
+        options.setdefault("base_url", emu.base_url(name))
         if "api_keys" not in options:
             options.setdefault("api_key", "sk-test")
         options.setdefault("retry", FAST_RETRY)
@@ -58,12 +77,12 @@ def engines():
         e.close()
 
 
-#: A request-table value that removes the field (see ``merge``).
+#: In a rules table: the field is removed (see :func:`merge`).
 DROP = object()
 
 
-def merge(base, change):
-    """``base`` with the fields of ``change`` set (or removed, where the value is ``DROP``)."""
+def merge(base: dict, change: dict) -> dict:
+    """``base`` with the fields of ``change`` set (or removed where they are ``DROP``)."""
     out = dict(base)
     for k, v in change.items():
         if v is DROP:

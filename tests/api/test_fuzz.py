@@ -181,6 +181,16 @@ def _gemini_sse(chunks: list[Any]) -> bytes:
 
 
 GEMINI_USAGE = {"promptTokenCount": 1, "candidatesTokenCount": 2, "totalTokenCount": 3}
+def _named_sse(events: list[Any]) -> bytes:
+    """Anthropic's framing: each event named by its ``type`` (``message`` when it has none)."""
+    out = b""
+    for e in events:
+        name = e.get("type") if isinstance(e, dict) else None
+        name = name if isinstance(name, str) and name.isprintable() and name.strip() else "message"
+        out += b"event: " + name.encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n"
+    return out
+
+
 B64 = "AACAPwAAAEA="  # float32 [1.0, 2.0]
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -273,6 +283,40 @@ PARSERS = [
          "usageMetadata": GEMINI_USAGE}],
         lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
         ctype="text/event-stream", encode=_gemini_sse),
+    Row("claude", "chat", {
+        "id": "msg", "type": "message", "role": "assistant", "model": "claude",
+        "content": [{"type": "text", "text": "hi"},
+                    {"type": "tool_use", "id": "t", "name": "f", "input": {"a": 1}}],
+        "stop_reason": "tool_use", "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 2, "cache_read_input_tokens": 3}},
+        lambda ai: ai.chat(MSG, model="m"), _chat_ok),
+    Row("claude", "count_tokens", {"input_tokens": 12},
+        lambda ai: ai.count_tokens(MSG, model="m"),
+        lambda r: (type(r) is int and r >= 0) or pytest.fail()),
+    Row("claude", "list_models", {"data": [{"type": "model", "id": "a"}, {"id": "b"}],
+                                  "has_more": False},
+        lambda ai: ai.list_models(),
+        lambda r: (isinstance(r, list) and all(isinstance(x, str) for x in r)) or pytest.fail()),
+    Row("claude", "stream_chat", [
+        {"type": "message_start", "message": {"id": "m", "role": "assistant", "content": [],
+                                              "usage": {"input_tokens": 5, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hel"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": '{"a": '}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": "1}"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+         "usage": {"output_tokens": 7}},
+        {"type": "message_stop"}],
+        lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
+        ctype="text/event-stream", encode=_named_sse),
 ]
 
 

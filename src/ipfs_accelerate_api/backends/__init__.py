@@ -15,6 +15,8 @@ BACKENDS = {
     "groq": "ipfs_accelerate_api.backends.groq:GroqBackend",
     "gemini": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
     "google": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
+    "claude": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
+    "anthropic": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
 }
 
 

@@ -26,18 +26,21 @@ __all__ = ["Emulator", "FaultPlan", "ServiceConfig", "SERVICES"]
 
 
 def _services() -> dict[str, type[Service]]:
+    from .anthropic import ClaudeService
     from .gemini import GeminiService
     from .groq import GroqService
     from .openai import OpenAIService
 
-    return {"openai": OpenAIService, "groq": GroqService, "gemini": GeminiService}
+    return {"openai": OpenAIService, "claude": ClaudeService, "groq": GroqService,
+            "gemini": GeminiService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai", "groq", "gemini")
+SERVICES = ("openai", "claude", "groq", "gemini")
 
-#: The API path below each service's prefix that clients use as their base URL.
-_BASE_PATHS = {"openai": "/v1", "groq": "/openai/v1", "gemini": "/v1beta"}
+#: The API path below each service's prefix that clients use as their base URL (Anthropic's
+#: clients add ``/v1`` to every path themselves).
+_BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta"}
 
 
 class Emulator:

@@ -32,8 +32,8 @@ import numpy as np
 from ._rules import Body, Upload, Violation, parse_json
 
 __all__ = ["EmulatorServer", "FaultPlan", "Reply", "Request", "Route", "Service", "ServiceConfig",
-           "Stream", "count_tokens", "embedding_for", "pieces", "reply_text", "sample_arguments",
-           "sse_event"]
+           "Stream", "content_text", "count_tokens", "embedding_for", "pieces", "reply_text",
+           "sse_event", "tool_arguments"]
 
 #: Seconds an injected 429 asks the client to wait.
 FAULT_RETRY_AFTER = 0.05
@@ -647,7 +647,7 @@ def go_duration(seconds: float) -> str:
 
 
 
-# -- deterministic content, shared by the services ------------------------------------------
+# -- deterministic content, for every service ---------------------------------------------------
 
 _WORDS = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
@@ -677,10 +677,19 @@ def embedding_for(text: str, dim: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def sample_arguments(parameters: Any, word: str) -> dict[str, Any]:
+def content_text(content: Any) -> str:
+    """The text of a message's content: a string, or the ``text`` of each part or block."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def tool_arguments(schema: Any, word: str) -> dict[str, Any]:
     """Arguments for a tool, one value per property of its JSON schema, of the right type
     (type names in any case: OpenAPI's ``OBJECT``/``STRING`` as Gemini writes them too)."""
-    props = parameters.get("properties") if isinstance(parameters, dict) else None
+    props = schema.get("properties") if isinstance(schema, dict) else None
     sample = {"string": word, "integer": len(word), "number": len(word) / 2, "boolean": True,
               "array": [word], "object": {}}
     out = {}

@@ -44,7 +44,7 @@ from ._server import (
     count_tokens,
     embedding_for,
     reply_text,
-    sample_arguments,
+    tool_arguments,
     sse_event,
 )
 
@@ -343,7 +343,7 @@ class GeminiService(Service):
                              param="tool_config.function_calling_config")
         d = decls[0]
         return {"name": d["name"],
-                "args": sample_arguments(d.get("parameters") or d.get("parametersJsonSchema"),
+                "args": tool_arguments(d.get("parameters") or d.get("parametersJsonSchema"),
                                          word)}
 
     def _response(self, candidates: list[dict[str, Any]], usage: dict[str, Any],

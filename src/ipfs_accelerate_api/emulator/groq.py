@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 from urllib.parse import unquote
 
 from ._rules import Array, Body, Bool, Int, Obj, Str, Tagged, Violation
-from ._server import Reply, Request, Route, Stream
+from ._server import Reply, Request, Route, Stream, sse_event
 from .openai import CHAT, FREE, MESSAGE, TRANSCRIPTIONS, OpenAIService
 
 __all__ = ["GroqService"]
@@ -173,10 +173,6 @@ class GroqService(OpenAIService):
         return answer
 
 
-def _sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj).encode() + b"\n\n"
-
-
 def _with_x_groq(events: Iterable[bytes], request_id: str, seed: int,
                  usage_chunk: bool) -> Iterator[bytes]:
     """An OpenAI stream that counted its usage, as Groq sends it: ``x_groq.id`` on the first
@@ -189,7 +185,7 @@ def _with_x_groq(events: Iterable[bytes], request_id: str, seed: int,
             if last is not None:
                 last["x_groq"] = {**last.get("x_groq", {}), "id": request_id, "seed": seed,
                                   "usage": _timed(usage)}
-                yield _sse(last)
+                yield sse_event(last)
             yield event
             return
         chunk = json.loads(event[len(b"data: "):])
@@ -202,5 +198,5 @@ def _with_x_groq(events: Iterable[bytes], request_id: str, seed: int,
         if last is None:
             chunk["x_groq"] = {"id": request_id}
         else:
-            yield _sse(last)
+            yield sse_event(last)
         last = chunk

@@ -48,13 +48,14 @@ from ._server import (
     Route,
     Service,
     Stream,
+    content_text,
     count_tokens,
     embedding_for,
     go_duration,
     pieces,
     reply_text,
-    sample_arguments,
     sse_event,
+    tool_arguments,
 )
 
 __all__ = ["OpenAIService", "embedding_for", "reply_text"]
@@ -213,12 +214,6 @@ MODEL_TRANSCRIPT_FORMATS = {"whisper-1": ("json", "text", "srt", "verbose_json",
 
 # -- deterministic content ----------------------------------------------------------------------
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 def _stream_events(base: dict[str, Any], choices: Iterable[dict[str, Any]], usage: dict[str, int],
@@ -269,7 +264,7 @@ class _Choice:
         kind = tool["type"]  # "function" or "custom"
         spec = tool[kind]
         word = text.split(" ")[0]
-        arguments = json.dumps(sample_arguments(spec.get("parameters"), word))
+        arguments = json.dumps(tool_arguments(spec.get("parameters"), word))
         payload = ({"name": spec["name"], "arguments": arguments}
                    if kind == "function" else {"name": spec["name"], "input": word})
         call_id = "call_" + hashlib.sha256(f"{seed}:{index}:{prompt}".encode()).hexdigest()[:24]
@@ -460,7 +455,7 @@ class OpenAIService(Service):
     def chat(self, req: Request) -> Reply | Stream:
         body = req.data
         tool = _chosen_tool(body)
-        prompt = "\n".join(_content_text(m.get("content")) for m in body["messages"])
+        prompt = "\n".join(content_text(m.get("content")) for m in body["messages"])
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
         choices = [_Choice.make(prompt, self.seed, i, limit, tool)
                    for i in range(body.get("n") or 1)]

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -60,13 +61,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if nginx is None:
+@contextmanager
+def nginx(routes: dict[str, str]):
+    """nginx on a free loopback port answering each POST path in ``routes`` with its canned
+    JSON body (200); yields the root URL. Skips the test when nginx is not installed."""
+    nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx_bin is None:
         pytest.skip("nginx not installed")
     tmp = tempfile.mkdtemp(prefix="ia-nginx-")
     port = _free_port()
+    # nginx will not serve a static file to POST: answer 405, then serve the canned file as 200.
+    locations = "".join(f"    location = {path} {{ error_page 405 =200 /{i}.json; return 405; }}\n"
+                        for i, path in enumerate(routes))
     conf = f"""
 worker_processes 1;
 daemon off;
@@ -84,21 +90,16 @@ http {{
     listen 127.0.0.1:{port};
     root {tmp};
     default_type application/json;
-    # nginx will not serve a static file to POST: answer 405, then serve the canned file as 200.
-    location = /v1/chat/completions {{ error_page 405 =200 /chat.json; return 405; }}
-    location = /v1/embeddings {{ error_page 405 =200 /embed.json; return 405; }}
-    location = /float/v1/embeddings {{ error_page 405 =200 /embed_float.json; return 405; }}
-  }}
+{locations}  }}
 }}
 """
-    for name, body in (("chat.json", CHAT_JSON), ("embed.json", EMBED_JSON),
-                       ("embed_float.json", EMBED_FLOAT_JSON)):
-        with open(os.path.join(tmp, name), "w") as fh:
+    for i, body in enumerate(routes.values()):
+        with open(os.path.join(tmp, f"{i}.json"), "w") as fh:
             fh.write(body)
     path = os.path.join(tmp, "nginx.conf")
     with open(path, "w") as fh:
         fh.write(conf)
-    proc = subprocess.Popen([nginx, "-c", path, "-p", tmp], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([nginx_bin, "-c", path, "-p", tmp], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -111,11 +112,20 @@ http {{
                 proc.stderr.close()
                 pytest.skip(f"nginx did not start: {err}")
             time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.terminate()
-    proc.wait(10)
-    proc.stderr.close()
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with nginx({"/v1/chat/completions": CHAT_JSON, "/v1/embeddings": EMBED_JSON,
+                "/float/v1/embeddings": EMBED_FLOAT_JSON}) as root:
+        yield root + "/v1"
 
 
 def _ours(server, **kw):

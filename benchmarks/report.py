@@ -56,6 +56,27 @@ def ratio(groups, group, slow, fast, subtract=None) -> float | None:
     return (g[slow]["median"] - base) / max(g[fast]["median"] - base, 1e-12)
 
 
+def _coordination_tables(groups) -> list[str]:
+    """Acquire cost local vs Redis, and a limit shared by 4 processes (bench_coordination)."""
+    lines: list[str] = []
+    cost = groups.get("coordination: acquire cost", {})
+    ping = cost.get("redis-py PING (the round trip alone)", {}).get("median")
+    if cost:
+        lines += ["", "| acquire, one process, loopback Redis | median | vs one PING |", "|---|---|---|"]
+        for impl, row in sorted(cost.items(), key=lambda kv: kv[1]["median"]):
+            rel = f"{row['median'] / ping:.2f}×" if ping else ""
+            lines.append(f"| {impl} | {_fmt_time(row['median'])} | {rel} |")
+    shared = next((g for name, g in groups.items() if name.startswith("coordination: 4 processes")), {})
+    if shared:
+        lines += ["", "| 4 processes × 2 threads, one limit of 200/s | steady rate (share) | "
+                      "most in any 1 s (allowed) | round trips per grant |", "|---|---|---|---|"]
+        for impl, row in shared.items():
+            lines.append(f"| {impl} | {row['steady_rate']:.1f}/s ({row['rate_fraction']:.1%}) | "
+                         f"{row['max_in_1s']} ({row['allowed_in_1s']:.0f}) | "
+                         f"{row['round_trips_per_grant']:.2f} |")
+    return lines
+
+
 def render(groups) -> str:
     lines = [f"Measured {date.today().isoformat()} on {platform.machine()}, "
              f"{os.cpu_count()} cores, Python {platform.python_version()} "
@@ -63,7 +84,7 @@ def render(groups) -> str:
     lines.append("| benchmark | implementation | median | vs ours (C twin) |")
     lines.append("|---|---|---|---|")
     for group, impls in groups.items():
-        if "accuracy" in group or "limits vs emulator" in group:
+        if "accuracy" in group or "limits vs emulator" in group or group.startswith("coordination:"):
             continue
         c = impls.get("c", {}).get("median") or impls.get("ipfs_accelerate_api", {}).get("median")
         for impl, row in sorted(impls.items(), key=lambda kv: kv[1]["median"]):
@@ -84,6 +105,7 @@ def render(groups) -> str:
         for impl, row in lim.items():
             lines.append(f"| {impl} | {row['sent_429']} | {row['steady_rate']:.2f}/s "
                          f"({row['rate_fraction']:.1%}) |")
+    lines += _coordination_tables(groups)
     seq, emb, par = "client: chat, sequential", "client: embed 8 x 384", "client: chat, 8 threads"
     t = [
         ("chat vs raw urllib3, sequential (≤1.25× its time)",

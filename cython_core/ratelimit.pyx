@@ -162,7 +162,7 @@ cdef class TokenBucket:
         cdef double now = self._time()
         cdef double target
         self._refill(now)
-        target = rem if rem > 0 else -reset * self._rate
+        target = rem if rem > 0 else 1.0 - reset * self._rate  # the next unit at the reset
         if target < self._tokens:
             self._tokens = target
 

@@ -90,6 +90,38 @@ cdef inline real _sumsq(const real* row, Py_ssize_t d) noexcept nogil:
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
+cdef inline real _inv_norm(const real* row, Py_ssize_t d) noexcept nogil:
+    """1 / the row's L2 norm (0 for a zero row, and for one whose norm is below the dtype's
+    smallest normal number, whose inverse is not representable). Squares that underflow (tiny rows) or
+    overflow (huge ones) are redone on the row scaled by its largest magnitude: the rare
+    case costs a second pass, the common one a comparison."""
+    cdef real s = _sumsq(row, d), m = 0, t, v
+    cdef Py_ssize_t j
+    if s >= _tiny_square(s) and s < INFINITY:
+        return 1 / sqrt(s)
+    for j in range(d):
+        v = fabs(row[j])
+        if v > m:
+            m = v
+    if m == 0 or not (m < INFINITY):
+        return 1 / sqrt(s) if s > 0 else 0
+    s = 0
+    for j in range(d):
+        t = row[j] / m
+        s += t * t
+    t = 1 / (m * sqrt(s))
+    return t if t < INFINITY else 0  # a norm below the smallest normal: a zero row
+
+
+cdef inline real _tiny_square(real like) noexcept nogil:
+    """Below this a sum of squares has lost precision to underflow (2**-100 for float32,
+    2**-900 for float64), matching the pure twin's ``_TINY_SQUARE``."""
+    if real is float:
+        return <float>7.888609052210118e-31
+    else:
+        return 1.1871633287601854e-271
+
+
 cdef void _normalize_rows(const real* x, real* out, Py_ssize_t n, Py_ssize_t d,
                           Py_ssize_t xs, Py_ssize_t os) noexcept nogil:
     """Rows of ``x`` (row stride ``xs`` elements) scaled into ``out`` (stride ``os``)."""
@@ -100,18 +132,15 @@ cdef void _normalize_rows(const real* x, real* out, Py_ssize_t n, Py_ssize_t d,
     for i in range(n):
         xr = x + i * xs
         orow = out + i * os
-        s = _sumsq(xr, d)
-        inv = 1 / sqrt(s) if s > 0 else 0
+        inv = _inv_norm(xr, d)
         for j in range(d):
             orow[j] = xr[j] * inv
 
 
 cdef void _inverse_norms(const real* x, real* inv, Py_ssize_t n, Py_ssize_t d) noexcept nogil:
     cdef Py_ssize_t i
-    cdef real s
     for i in range(n):
-        s = _sumsq(x + i * d, d)
-        inv[i] = 1 / sqrt(s) if s > 0 else 0
+        inv[i] = _inv_norm(x + i * d, d)
 
 
 def _normalize_typed(const real[:, :] x, real[:, :] out, Py_ssize_t start, Py_ssize_t end):
@@ -292,7 +321,9 @@ def top_k(queries, corpus, k, normalized=False):
     buf = np.empty(min(QUERY_BLOCK, nq) * min(CORPUS_BLOCK, nc), dtype=dtype)
     for q0 in range(0, nq, QUERY_BLOCK):
         q1 = min(q0 + QUERY_BLOCK, nq)
-        qs = q[q0:q1]
+        # Queries are scaled up front (a small copy of one block): a dot product of two
+        # tiny or two huge rows would underflow or overflow before any scaling after it.
+        qs = q[q0:q1] * inv_q[q0:q1, None] if scaled else q[q0:q1]
         hs = out_s[q0:q1]
         hi = out_i[q0:q1]
         for c0 in range(0, nc, CORPUS_BLOCK):
@@ -302,7 +333,7 @@ def top_k(queries, corpus, k, normalized=False):
             _split_rows(
                 lambda a, b: _select_typed(block, inv_c[c0:c1], c0, hs, hi, scaled, a, b),
                 q1 - q0, block.size)
-        _finish_typed(hs, hi, inv_q[q0:q1], scaled)
+        _finish_typed(hs, hi, inv_q[q0:q1], False)
     if q_1d:
         return out_s[0], out_i[0]
     return out_s, out_i

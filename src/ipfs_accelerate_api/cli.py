@@ -16,12 +16,12 @@ def _emulate(args: argparse.Namespace) -> int:
                         faults=FaultPlan(rate=args.fault_rate, seed=args.seed))
     emu = Emulator({name: cfg for name in ("openai",)}, seed=args.seed, host=args.host,
                    port=args.port)
+    stop = threading.Event()  # handlers first: a caller may stop us as soon as a line is out
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     emu.start()
     for name in emu.services:
         print(f"{name}: {emu.base_url(name)}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
     emu.stop()
     return 0

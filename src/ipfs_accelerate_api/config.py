@@ -17,11 +17,13 @@ Keys are wrapped in :class:`Secret`, whose ``str``/``repr`` never shows the key.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeVar
 
 from .errors import ConfigurationError
 
@@ -34,6 +36,8 @@ __all__ = [
     "RetryPolicy",
     "Secret",
     "Timeouts",
+    "check_header_value",
+    "coerce_option",
     "resolve_credentials",
 ]
 
@@ -44,6 +48,8 @@ DEFAULT_MAX_DELAY = 8.0
 DEFAULT_MAX_SERVER_DELAY = 120.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 120.0
+#: The longest wait for a stream's next event (comments and keep-alive lines do not count).
+DEFAULT_STREAM_IDLE = 60.0
 CREDENTIALS_FILE_ENV = "IPFS_ACCEL_CREDENTIALS"
 DEFAULT_CREDENTIALS_FILE = "~/.ipfs_api_credentials"
 
@@ -67,12 +73,12 @@ class RetryPolicy:
     max_server_delay: float = DEFAULT_MAX_SERVER_DELAY
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ConfigurationError("RetryPolicy.max_retries must be >= 0")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ConfigurationError("RetryPolicy delays must be >= 0")
-        if self.deadline is not None and self.deadline <= 0:
-            raise ConfigurationError("RetryPolicy.deadline must be > 0 or None")
+        _check_int(self, "max_retries", 0)
+        for name in ("base_delay", "max_delay", "max_server_delay"):
+            _check_seconds(self, name, allow_zero=True)
+        _check_seconds(self, "deadline", optional=True)
+        if not isinstance(self.jitter, bool):
+            raise ConfigurationError("RetryPolicy.jitter must be True or False")
 
     def backoff(self, attempt: int, rand: float) -> float:
         """Delay before retry number ``attempt`` (1-based); ``rand`` in [0, 1)."""
@@ -89,20 +95,96 @@ class BreakerPolicy:
     half_open_max_calls: int = 1
     success_threshold: int = 1
 
+    def __post_init__(self) -> None:
+        for name in ("failure_threshold", "half_open_max_calls", "success_threshold"):
+            _check_int(self, name, 1)
+        _check_seconds(self, "recovery_timeout", allow_zero=True)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Timeouts:
-    """Per-attempt timeouts in seconds: ``connect``, ``read`` (between bytes), ``total``."""
+    """Timeouts in seconds.
+
+    - ``connect``: opening the connection (TCP and TLS).
+    - ``read``: the longest wait for the next bytes from the server.
+    - ``total``: the whole attempt, connect, headers and body together (``None``: no bound).
+      A stream's attempt ends with its first event; the rest is bounded by the two below.
+    - ``stream_idle``: the longest wait for a stream's next event; comments and keep-alive
+      lines do not count as events (``None``: no bound).
+    - ``stream_total``: the whole stream, from the request to its last event (``None``).
+
+    A stream bound that fires raises :class:`~ipfs_accelerate_api.errors.StreamTimeoutError`
+    (a :class:`StreamInterrupted` carrying ``partial_text``, and an ``APITimeoutError``).
+    """
 
     connect: float = DEFAULT_CONNECT_TIMEOUT
     read: float = DEFAULT_READ_TIMEOUT
     total: float | None = None
+    stream_idle: float | None = DEFAULT_STREAM_IDLE
+    stream_total: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("connect", "read", "total"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigurationError(f"Timeouts.{name} must be > 0")
+        for name in ("connect", "read"):
+            _check_seconds(self, name)
+        for name in ("total", "stream_idle", "stream_total"):
+            _check_seconds(self, name, optional=True)
+
+
+def _check_seconds(obj: Any, name: str, *, optional: bool = False, allow_zero: bool = False) -> None:
+    """A duration option: a finite number of seconds, > 0 (or >= 0), or None if optional."""
+    value = getattr(obj, name)
+    where = f"{type(obj).__name__}.{name}"
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{where} must be a number of seconds"
+                                 f"{' or None' if optional else ''}, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"{where} must be a finite number {'>=' if allow_zero else '>'} 0"
+                                 f"{' or None' if optional else ''}, got {value!r}")
+
+
+def _check_int(obj: Any, name: str, minimum: int) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(
+            f"{type(obj).__name__}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+_Option = TypeVar("_Option")
+
+
+def coerce_option(value: Any, cls: type[_Option], name: str) -> _Option | None:
+    """An option given as an instance of ``cls``, a mapping of its fields, or None.
+
+    ``retry={"max_retries": 5}`` is the same as ``retry=RetryPolicy(max_retries=5)``; an
+    unknown field or any other type is a clear error.
+    """
+    if value is None or isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(str(k) for k in value if k not in known)
+        if unknown:
+            raise ConfigurationError(f"{name}: unknown {cls.__name__} field(s) {unknown}; "
+                                     f"known: {sorted(known)}")
+        return cls(**value)
+    raise TypeError(f"{name} must be a {cls.__name__} (or a mapping of its fields), "
+                    f"got {type(value).__name__}")
+
+
+def check_header_value(value: str, what: str) -> str:
+    """``value`` if it can travel in an HTTP header: printable ASCII only (no CR, LF or other
+    control character). The error names ``what``, never the value (it may be a secret)."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{what} must be a string, got {type(value).__name__}")
+    if not value.isascii() or not value.isprintable():
+        bad = next(c for c in value if not (c.isascii() and c.isprintable()))
+        kind = ("a line break" if bad in "\r\n" else
+                "a control character" if bad.isascii() else "a non-ASCII character")
+        raise ConfigurationError(f"{what} contains {kind}; HTTP headers allow printable "
+                                 "ASCII only (check for a stray newline or a pasted quote)")
+    return value
 
 
 class Secret:
@@ -188,15 +270,17 @@ def _file_entry(name: str, env: Mapping[str, str]) -> tuple[list[str], str | Non
 
 def resolve_credentials(
     name: str,
-    env_prefix: str,
+    env_prefix: str | Sequence[str],
     *,
     api_key: str | None = None,
     api_keys: Sequence[str] | None = None,
     required: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> Credentials:
-    """Find the keys (and maybe a base URL) for backend ``name``; see the module docstring."""
+    """Find the keys (and maybe a base URL) for backend ``name``; see the module docstring.
+    ``env_prefix`` may be several prefixes, tried in order (``("GEMINI", "GOOGLE")``)."""
     env = os.environ if env is None else env
+    prefixes = (env_prefix,) if isinstance(env_prefix, str) else tuple(env_prefix)
     raw: list[str] = []
     base_url = None
     source = "none"
@@ -205,17 +289,21 @@ def resolve_credentials(
     elif api_key:
         raw, source = [str(api_key)], "arguments"
     else:
-        raw = _env_keys(env_prefix, env)
-        if raw:
-            source = "environment"
+        for prefix in prefixes:
+            raw = _env_keys(prefix, env)
+            if raw:
+                source = "environment"
+                break
         else:
             found = _file_entry(name, env)
             if found:
                 raw, base_url, source = found
     if not raw and required:
+        first = prefixes[0]
+        others = "".join(f" or {p}_API_KEY" for p in prefixes[1:])
         raise ConfigurationError(
             f"no API key for {name}: pass api_key=... or api_keys=[...], or set "
-            f"{env_prefix}_API_KEY (or {env_prefix}_API_KEYS=k1,k2 / {env_prefix}_API_KEY_1..N), "
+            f"{first}_API_KEY{others} (or {first}_API_KEYS=k1,k2 / {first}_API_KEY_1..N), "
             f"or add it to {DEFAULT_CREDENTIALS_FILE}"
         )
     keys = tuple(Secret(k, f"{name}-key-{i + 1}") for i, k in enumerate(raw))

@@ -13,8 +13,10 @@ Everything this package raises on purpose derives from :class:`AcceleratorError`
     └── APIError                      anything that came back from (or failed to reach) a service
         ├── APIConnectionError        the request did not get an answer
         │   └── APITimeoutError
+        ├── ContentFilteredError      the service withheld the answer (``reason``)
         ├── ResponseFormatError       the answer could not be understood
         │   └── StreamInterrupted     a stream broke after it started (``partial_text``)
+        │       └── StreamTimeoutError  (+ APITimeoutError) a stream bound fired
         └── APIStatusError            an HTTP error status (``status``)
             ├── BadRequestError 400 · AuthenticationError 401 · PermissionDeniedError 403
             ├── NotFoundError 404 · ConflictError 409 · UnprocessableEntityError 422
@@ -42,6 +44,7 @@ __all__ = [
     "ClientClosed",
     "ConfigurationError",
     "ConflictError",
+    "ContentFilteredError",
     "NotFoundError",
     "PermissionDeniedError",
     "QueueClosed",
@@ -51,6 +54,7 @@ __all__ = [
     "ResponseFormatError",
     "ServerError",
     "StreamInterrupted",
+    "StreamTimeoutError",
     "UnprocessableEntityError",
     "UnsupportedOperation",
     "status_error_class",
@@ -116,12 +120,15 @@ class APIError(AcceleratorError):
         self.body = body
         self.code = code
         self.headers = dict(headers) if headers else {}
+        #: A wait the service asked for in its body (Gemini's ``RetryInfo``), in seconds;
+        #: headers (Retry-After and the like) are read by the engine itself.
+        self.retry_after: float | None = None
 
     def __str__(self) -> str:
         parts = [self.message]
         if self.status is not None:
             parts.insert(0, f"[{self.status}]")
-        if self.backend:
+        if self.backend and not self.message.startswith(f"{self.backend}:"):
             parts.insert(0, f"{self.backend}:")
         if self.request_id:
             parts.append(f"(request id {self.request_id})")
@@ -136,6 +143,16 @@ class APITimeoutError(APIConnectionError):
     """A connect, read or total timeout expired."""
 
 
+class ContentFilteredError(APIError):
+    """The service blocked the prompt or withheld the answer (safety filters, recitation);
+    ``reason`` holds the service's own word for why (``SAFETY``, ``PROHIBITED_CONTENT``...).
+    Not retried: the same request gets the same verdict."""
+
+    def __init__(self, message: str, *, reason: str | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.reason = reason
+
+
 class ResponseFormatError(APIError):
     """The service answered something that is not the format it promised."""
 
@@ -146,6 +163,12 @@ class StreamInterrupted(ResponseFormatError):
     def __init__(self, message: str, *, partial_text: str = "", **kwargs: Any):
         super().__init__(message, **kwargs)
         self.partial_text = partial_text
+
+
+class StreamTimeoutError(StreamInterrupted, APITimeoutError):
+    """A stream went quiet for longer than ``Timeouts.stream_idle``, or ran past
+    ``Timeouts.stream_total``; ``partial_text`` holds what arrived. Also an
+    :class:`APITimeoutError`, so ``except APITimeoutError`` catches every timeout."""
 
 
 class APIStatusError(APIError):

@@ -11,27 +11,55 @@ FAST_RETRY = RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01)
 
 @pytest.fixture
 def emu():
+    """The emulator every API test talks to; no handler of it may raise during the test."""
     with Emulator(seed=1) as e:
         yield e
+    e.assert_no_handler_errors()
 
 
-@pytest.fixture
-def make(emu):
-    """Create OpenAI backends against the emulator; all are closed after the test."""
+def backend_factory(emu, name: str, key: str = "sk-test", service: str | None = None):
+    """A factory of ``name`` backends against the emulator's ``service`` (``name`` unless
+    told), with ``key`` unless the options give keys; yields it, then closes all it made."""
     made = []
 
     def factory(**options):
-        options.setdefault("base_url", emu.base_url("openai"))
+        options.setdefault("base_url", emu.base_url(service or name))
         if "api_keys" not in options:
-            options.setdefault("api_key", "sk-test")
+            options.setdefault("api_key", key)
         options.setdefault("retry", FAST_RETRY)
-        b = backend("openai", **options)
+        b = backend(name, **options)
         made.append(b)
         return b
 
     yield factory
     for b in made:
         b.close()
+
+
+@pytest.fixture
+def backends(emu):
+    """Create backends of any service against the emulator: ``backends(name, **options)``;
+    all are closed after the test."""
+    made = []
+
+    def factory(name, **options):
+        options.setdefault("base_url", emu.base_url(name))
+        if "api_keys" not in options:
+            options.setdefault("api_key", "sk-test")
+        options.setdefault("retry", FAST_RETRY)
+        b = backend(name, **options)
+        made.append(b)
+        return b
+
+    yield factory
+    for b in made:
+        b.close()
+
+
+@pytest.fixture
+def make(backends):
+    """Create backends (OpenAI unless named) against the emulator; all are closed after the test."""
+    return lambda service="openai", **options: backends(service, **options)
 
 
 @pytest.fixture
@@ -47,6 +75,21 @@ def engines():
     yield factory
     for e in made:
         e.close()
+
+
+#: In a rules table: the field is removed (see :func:`merge`).
+DROP = object()
+
+
+def merge(base: dict, change: dict) -> dict:
+    """``base`` with the fields of ``change`` set (or removed where they are ``DROP``)."""
+    out = dict(base)
+    for k, v in change.items():
+        if v is DROP:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
 
 
 MSG = [{"role": "user", "content": "hello there"}]

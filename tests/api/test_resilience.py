@@ -116,7 +116,7 @@ def test_4xx_does_not_trip_the_breaker(make, emu) -> None:
     ai = make(breaker=BreakerPolicy(failure_threshold=2))
     for _ in range(4):
         with pytest.raises(AcceleratorError):
-            ai.chat([{"role": "user"}], model="gpt-4o-mini")
+            ai.embed([""], model="text-embedding-3-small")
     assert ai.engine.breaker.state is BreakerState.CLOSED
 
 
@@ -182,11 +182,12 @@ def test_ten_thousand_requests_under_faults(emu) -> None:
 CANARY = "sk-canary-7f3a9c1e5b"
 
 
-def test_canary_key_never_leaks(make, emu, caplog) -> None:
-    emu.config("openai").keys = ["sk-other"]
+@pytest.mark.parametrize("service", ["openai", "groq"])
+def test_canary_key_never_leaks(make, emu, caplog, service) -> None:
+    emu.config(service).keys = ["sk-other"]
     records = []
     caplog.set_level(logging.DEBUG)
-    ai = make(api_key=CANARY, on_request_end=records.append)
+    ai = make(service, api_key=CANARY, on_request_end=records.append)
     with pytest.raises(AuthenticationError) as info:
         ai.list_models()
     exc = info.value

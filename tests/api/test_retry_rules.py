@@ -354,8 +354,8 @@ def test_jitter_scales_the_capped_delay() -> None:
 
 @pytest.mark.parametrize("options, match", [
     ({"max_retries": -1}, "max_retries"),
-    ({"base_delay": -0.01}, "delays"),
-    ({"max_delay": -1}, "delays"),
+    ({"base_delay": -0.01}, "base_delay"),
+    ({"max_delay": -1}, "max_delay"),
     ({"deadline": 0}, "deadline"),
     ({"deadline": -5}, "deadline"),
 ])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from base64 import b64decode
+from urllib.request import urlopen
+
 import numpy as np
 import pytest
 
@@ -77,10 +81,57 @@ def test_bad_key_is_401(emu) -> None:
 def test_audio_and_images(client, emu) -> None:
     t = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF1234"))
     assert "8 bytes" in t.text
+    verbose = client.audio.transcriptions.create(model="whisper-1", file=("a.wav", b"RIFF1234"),
+                                                 response_format="verbose_json",
+                                                 timestamp_granularities=["word", "segment"])
+    assert verbose.text == t.text and verbose.words and verbose.segments
     speech = client.audio.speech.create(model="tts-1", voice="alloy", input="hello")
-    assert len(speech.content) > 0
+    assert speech.content[:2] == b"\xff\xf3"  # an MPEG audio frame
     img = client.images.generate(model="dall-e-3", prompt="a cat", response_format="b64_json")
     assert img.data[0].b64_json
+    url = client.images.generate(model="dall-e-3", prompt="a cat").data[0].url
+    assert url.startswith(emu.root_url) and b64decode(img.data[0].b64_json) == urlopen(url).read()
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_time", "parameters": {
+    "type": "object", "properties": {"timezone": {"type": "string"}}}}},
+    {"type": "function", "function": {"name": "get_date", "parameters": {"type": "object"}}}]
+HI = [{"role": "user", "content": "what time is it?"}]
+
+
+def test_tool_call_stream(client) -> None:
+    plain = client.chat.completions.create(model="gpt-4o-mini", messages=HI, tools=TOOLS,
+                                           tool_choice="required").choices[0]
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=HI, tools=TOOLS,
+                                        tool_choice="required") as stream:
+        final = stream.get_final_completion().choices[0]
+    (call,) = final.message.tool_calls
+    assert call.id == plain.message.tool_calls[0].id and call.function.name == "get_time"
+    assert call.function.arguments == plain.message.tool_calls[0].function.arguments
+    assert "timezone" in json.loads(call.function.arguments)
+    assert final.finish_reason == plain.finish_reason == "tool_calls" and not final.message.content
+    chunks = list(client.chat.completions.create(
+        model="gpt-4o-mini", messages=HI, tools=TOOLS, stream=True,
+        tool_choice={"type": "function", "function": {"name": "get_date"}}))
+    assert chunks[0].choices[0].delta.tool_calls[0].function.name == "get_date"
+
+
+def test_n_choices(client) -> None:
+    r = client.chat.completions.create(model="gpt-4o-mini", messages=HI, n=2)
+    assert [c.index for c in r.choices] == [0, 1]
+    assert r.choices[0].message.content != r.choices[1].message.content
+    with client.chat.completions.stream(model="gpt-4o-mini", messages=HI, n=2) as stream:
+        final = stream.get_final_completion()
+    assert [c.message.content for c in final.choices] == [c.message.content for c in r.choices]
+
+
+def test_refusals_reach_the_sdk_as_the_api_sends_them(client) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="gpt-4o-mini", messages=HI, temperature=3)
+    assert (info.value.param, info.value.code) == ("temperature", "decimal_above_max_value")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-9", messages=HI)
+    assert missing.value.code == "model_not_found"
 
 
 def test_sdk_sees_in_stream_error(emu) -> None:

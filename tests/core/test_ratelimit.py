@@ -132,11 +132,20 @@ def test_sync_lowers_never_raises(impl, clock) -> None:
 def test_sync_exhausted_blocks_until_reset(impl, clock) -> None:
     b = impl.TokenBucket(1, capacity=1, clock=clock)
     b.sync(remaining=0, reset_after=6 * 60)
-    assert b.try_acquire() == pytest.approx(361)
-    clock.advance(360)
-    assert b.available() == pytest.approx(0)
-    clock.advance(1)
+    assert b.try_acquire() == pytest.approx(360)  # the next token comes at the reset, not later
+    clock.advance(359.9)
+    assert b.try_acquire() == pytest.approx(0.1)
+    clock.advance(0.1)
     assert b.try_acquire() == 0.0
+
+
+def test_sync_exhausted_with_a_short_reset_waits_exactly_the_reset(impl, clock) -> None:
+    b = impl.TokenBucket(10, capacity=10, clock=clock)  # 1/rate = 0.1 s, longer than the reset
+    b.sync(remaining=0, reset_after=0.05)
+    assert b.try_acquire() == pytest.approx(0.05)
+    clock.advance(0.05)
+    assert b.try_acquire() == 0.0
+    assert b.try_acquire() == pytest.approx(0.1)  # then the ordinary rate
 
 
 def test_limiter_all_or_nothing(impl, clock) -> None:
@@ -234,11 +243,12 @@ def test_a_shortfall_below_epsilon_is_no_shortfall(impl, clock) -> None:
 
 def test_sync_clamps_negative_values(impl, clock) -> None:
     b = impl.TokenBucket(10, capacity=10, clock=clock)
-    b.sync(remaining=-5, reset_after=1)  # read as 0 remaining
-    assert b.available() == pytest.approx(-10)
+    b.sync(remaining=-5, reset_after=1)  # read as 0 remaining: one token at t+1
+    assert b.available() == pytest.approx(-9)
     clock.advance(1)
-    b.sync(remaining=0, reset_after=-5)  # read as a reset now
-    assert b.available() == pytest.approx(0)
+    assert b.available() == pytest.approx(1)
+    b.sync(remaining=0, reset_after=-5)  # read as a reset now: one token now, never raised
+    assert b.available() == pytest.approx(1)
 
 
 def test_limiter_takes_its_clock_and_sleep(impl, clock) -> None:

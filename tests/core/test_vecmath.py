@@ -150,3 +150,26 @@ def test_parse_floats(impl) -> None:
             impl.parse_floats(bad)
     with pytest.raises(TypeError):
         impl.parse_floats("1,2")
+
+
+@pytest.mark.parametrize("dtype,scale", [
+    (np.float32, 1e-22), (np.float32, 1e20), (np.float64, 1e-200),
+    (np.float64, 1e200),
+])
+def test_tiny_and_huge_rows_keep_their_direction(impl, dtype, scale) -> None:
+    # Squares of such rows underflow (or overflow) the dtype; the norms must not.
+    x = (np.array([[3.0, 4.0], [1.0, 0.0]]) * scale).astype(dtype)
+    unit = np.array([[0.6, 0.8], [1.0, 0.0]], dtype=dtype)
+    tol = dict(rtol=1e-5, atol=1e-6)
+    assert np.allclose(impl.l2_normalize(x), unit, **tol)
+    assert np.allclose(impl.cosine_similarity(x, x), unit @ unit.T, **tol)
+    scores, idx = impl.top_k(x, x, 1)
+    assert np.allclose(scores[:, 0], 1.0, **tol) and idx[:, 0].tolist() == [0, 1]
+
+
+def test_rows_below_the_smallest_normal_norm_count_as_zero(impl) -> None:
+    x = np.array([[3e-40, 4e-40], [3.0, 4.0]], dtype=np.float32)  # subnormal first row
+    assert impl.l2_normalize(x)[0].tolist() == [0.0, 0.0]
+    assert impl.cosine_similarity(x, x)[0].tolist() == [0.0, 0.0]
+    scores, idx = impl.top_k(x, x, 1)
+    assert scores[0, 0] == 0.0 and np.isclose(scores[1, 0], 1.0) and idx[1, 0] == 1

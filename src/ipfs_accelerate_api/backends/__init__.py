@@ -12,6 +12,11 @@ __all__ = ["BACKENDS", "backend"]
 #: name -> "module:Class" (imported on first use, so unused backends cost nothing)
 BACKENDS = {
     "openai": "ipfs_accelerate_api.backends.openai:OpenAIBackend",
+    "groq": "ipfs_accelerate_api.backends.groq:GroqBackend",
+    "gemini": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
+    "google": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
+    "claude": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
+    "anthropic": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
 }
 
 

@@ -1,35 +1,58 @@
 """What every backend shares: options, credentials, the engine, the transport, sync / submit /
-async forms of each method, embedding batching, HTTP error mapping.
+async forms of each method, caller-input checks, embedding batching, HTTP error mapping, the
+stream life cycle, and keeping keys out of errors.
 
 An adapter subclasses :class:`Backend` and writes only ``_plan_<method>`` functions (build the
-request, parse the answer), ``_auth_headers`` and ``_error_message``.
+request, parse the answer), ``_auth_headers``, ``_error_message`` and, for streams, one
+function from a wire event to a :class:`~ipfs_accelerate_api.types.ChatChunk` (see
+:meth:`Backend._stream_plan`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import queue
+import re
+import threading
+from collections.abc import Mapping as MappingABC, Set
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from .._enums import Priority
-from ..config import BreakerPolicy, RetryPolicy, Secret, Timeouts, resolve_credentials
+from ..config import (
+    BreakerPolicy,
+    RetryPolicy,
+    Secret,
+    Timeouts,
+    check_header_value,
+    coerce_option,
+    resolve_credentials,
+)
 from ..core import pack_batches
-from ..engine import Attempt, Engine, OpResult, RateLimitInfo
+from ..engine import Attempt, Engine, OpResult, RateLimitInfo, check_priority
 from ..engine.batching import Batcher, gather
 from ..errors import (
+    APIError,
     APIStatusError,
+    APITimeoutError,
     ConfigurationError,
     ResponseFormatError,
+    StreamInterrupted,
+    StreamTimeoutError,
     UnsupportedOperation,
     status_error_class,
 )
-from ..transport import Response, Transport
+from ..transport import Response, SSEEvent, Transport, iter_ndjson, iter_sse
+from ..types import ChatChunk
 
-__all__ = ["Backend", "Plan"]
+__all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "check_messages", "check_model",
+           "unified_finish_reason"]
 
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BATCH_TIMEOUT = 0.005
@@ -48,13 +71,168 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+#: What a stream-event parser returns for the stream's terminator (``[DONE]`` and the like).
+STREAM_END: Any = object()
+
+class StreamParser:
+    """Turns one stream's wire events into chunks (:class:`ChatChunk`); one instance per attempt,
+    so it may keep state across events (usage split over several events, tool-call JSON
+    arriving in pieces). Subclass it, or pass a plain function to :meth:`from_function`.
+
+    ``feed(event)`` returns a chunk, None (an event that carries nothing, such as a ping: it
+    does not count against ``stream_idle``) or :data:`STREAM_END`. ``complete`` says whether
+    a stream that simply stops (no terminator event) ended normally: services without a
+    terminator set it once they have seen their final event.
+    """
+
+    complete = False
+
+    def feed(self, event: Any) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_function(cls, fn: Callable[[Any], Any]) -> Callable[[], "StreamParser"]:
+        """A parser factory for a stateless ``event -> chunk | None | STREAM_END`` function."""
+
+        class _Stateless(cls):  # type: ignore[valid-type, misc]
+            def feed(self, event: Any) -> Any:
+                return fn(event)
+
+        return _Stateless
+
+
+def unified_finish_reason(raw: Any, table: Mapping[str, str], where: str = "finish_reason") -> str | None:
+    """A service's stop reason as one of ``stop``, ``length``, ``tool_calls``,
+    ``content_filter`` (None while the reply is unfinished). Values the table does not know
+    pass through unchanged (the raw value also stays in ``.raw``)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ResponseFormatError(f"{where} should be a string, got {type(raw).__name__}")
+    return table.get(raw, raw)
+
+
+REDACTED = "[redacted]"
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def check_model(model: Any) -> str:
+    """The ``model`` argument: a non-empty string of printable characters."""
+    if model is None:
+        raise ValueError("model is required: pass model='...'")
+    if not isinstance(model, str):
+        raise ValueError(f"model must be a string, got {type(model).__name__}")
+    if not model.strip() or not model.isprintable():
+        raise ValueError(f"model must be a non-empty name of printable characters, got {model!r}")
+    return model
+
+
+def check_messages(messages: Any) -> list[dict[str, Any]]:
+    """OpenAI-style chat messages: a non-empty list of dicts, each with a string ``role`` and
+    a ``content`` that is a string, a list of content parts (dicts with a string ``type``),
+    or None/absent in a message that carries ``tool_calls``."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise TypeError(f"messages[{i}] must be a dict, got {type(m).__name__}")
+        role = m.get("role")
+        if not isinstance(role, str) or not role:
+            raise TypeError(f"messages[{i}]['role'] must be a non-empty string, got {role!r}")
+        content = m.get("content")
+        if content is None:
+            if not m.get("tool_calls"):
+                raise TypeError(f"messages[{i}]['content'] is missing (None is allowed only "
+                                "in a message with tool_calls)")
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise TypeError(f"messages[{i}]['content'][{j}] must be a content part, "
+                                    "a dict with a string 'type'")
+        elif not isinstance(content, str):
+            raise TypeError(f"messages[{i}]['content'] must be a string, a list of content "
+                            f"parts or None, got {type(content).__name__}")
+    return messages
+
+
+def _check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, bytearray, memoryview, MappingABC, Set)) or not hasattr(texts, "__iter__"):
+        raise TypeError("embed takes a string or a sequence of strings, "
+                        f"not {type(texts).__name__}")
+    out = list(texts)
+    if not out:
+        raise ValueError("embed needs at least one text")
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"embed takes strings; texts[{i}] is {type(t).__name__}")
+    return out
+
+
+#: Keys shorter than this are redacted only where they stand alone (not inside a word).
+_SHORT_KEY = 8
+
+
+def _key_pattern(keys: Sequence[Secret]) -> re.Pattern[str] | None:
+    """One pattern matching every key, longest first."""
+    parts = []
+    for value in sorted({k.reveal() for k in keys}, key=len, reverse=True):
+        escaped = re.escape(value)
+        parts.append(escaped if len(value) >= _SHORT_KEY
+                     else rf"(?<![\w-]){escaped}(?![\w-])")
+    return re.compile("|".join(parts)) if parts else None
+
+
+def _check_limit(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive number (None for no limit), "
+                                 f"got {value!r}")
+    return float(value)
+
+
+def _check_count(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_base_url(name: str, url: Any) -> str:
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{name}: base_url must be a string")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"{name}: base_url must start with http:// or https://")
+    if not url.isascii() or not url.isprintable() or " " in url:
+        raise ConfigurationError(f"{name}: base_url contains spaces, control or non-ASCII "
+                                 "characters (percent-encode them)")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise ConfigurationError(f"{name}: base_url must not carry credentials (user:password@); "
+                                 "pass the key as api_key=... instead")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ConfigurationError(f"{name}: base_url must not have a query string or a fragment "
+                                 "(it is the prefix of every request path)")
+    if not parts.hostname:
+        raise ConfigurationError(f"{name}: base_url has no host")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigurationError(f"{name}: base_url has an invalid port") from None
+    return url.rstrip("/")
+
+
 class Backend:
     """Base class. Options (all keyword, all optional but the key where the service needs one):
 
     ``base_url``, ``api_key`` / ``api_keys``, ``key_strategy``, ``max_concurrency``,
     ``queue_size``, ``overflow``, ``rpm``, ``tpm``, ``retry`` (:class:`RetryPolicy`),
     ``breaker`` (:class:`BreakerPolicy`), ``timeout`` (:class:`Timeouts`), ``batch_size``,
-    ``batch_timeout``, ``on_request_end``, ``verify``.
+    ``batch_timeout``, ``on_request_end``, ``verify``, ``coordination`` (a ``redis://`` URL or
+    a :class:`~ipfs_accelerate_api.coordination.Coordination`: limits, breaker and key state
+    shared by every process).
     """
 
     name = "base"
@@ -84,24 +262,44 @@ class Backend:
         batch_timeout: float = DEFAULT_BATCH_TIMEOUT,
         on_request_end: Callable[[Any], Any] | None = None,
         verify: bool = True,
+        headers: Mapping[str, str] | None = None,
+        coordination: Any = None,
     ) -> None:
         creds = resolve_credentials(self.name, self.env_prefix, api_key=api_key,
                                     api_keys=api_keys, required=self.requires_key)
         url = base_url or creds.base_url or self.default_base_url
         if not url:
             raise ConfigurationError(f"{self.name}: base_url is required")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"{self.name}: base_url must start with http:// or https://")
-        if batch_size < 1 or batch_timeout < 0:
-            raise ConfigurationError("batch_size must be >= 1 and batch_timeout >= 0")
-        self.base_url = url.rstrip("/")
+        self.base_url = _check_base_url(self.name, url)
+        for i, key in enumerate(creds.keys):
+            check_header_value(key.reveal(), f"{self.name}: API key {i + 1} (from {creds.source})")
+        retry = coerce_option(retry, RetryPolicy, "retry")
+        breaker = coerce_option(breaker, BreakerPolicy, "breaker")
+        timeout = coerce_option(timeout, Timeouts, "timeout")
+        rpm, tpm = _check_limit("rpm", rpm), _check_limit("tpm", tpm)
+        _check_count("max_concurrency", max_concurrency)
+        _check_count("queue_size", queue_size)
+        _check_count("batch_size", batch_size)
+        if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) \
+                or not math.isfinite(batch_timeout) or batch_timeout < 0:
+            raise ConfigurationError(f"batch_timeout must be a finite number >= 0, got {batch_timeout!r}")
+        self._extra_headers = self._check_headers(headers)
         self._keys: tuple[Secret, ...] = creds.keys
+        self._key_pattern = _key_pattern(creds.keys)
         self._transport = Transport(timeouts=timeout, maxsize=max_concurrency, verify=verify)
+        self._shared: Any = None
+        if coordination is not None:
+            from ..coordination import attach
+
+            self._shared = attach(coordination, self.name, self.base_url, creds.keys, rpm=rpm,
+                                  tpm=tpm, key_strategy=key_strategy, breaker=breaker)
         self._engine = Engine(
             self.name, keys=creds.keys, key_strategy=key_strategy,
             max_concurrency=max_concurrency, queue_size=queue_size, overflow=overflow,
             rpm=rpm, tpm=tpm, retry=retry, breaker=breaker,
             ratelimit_parser=self._ratelimit_info, on_request_end=on_request_end,
+            key_pool=self._shared and self._shared.key_pool,
+            circuit=self._shared and self._shared.circuit,
         )
         self._batch_size = min(batch_size, self.embed_max_items)
         self._batch_timeout = batch_timeout
@@ -122,30 +320,92 @@ class Backend:
     def _ratelimit_info(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None
 
+    def _retry_hint(self, body: Any) -> float | None:
+        """Seconds to wait that an error *body* asks for (headers are read by the engine)."""
+        return None
+
     # -- shared HTTP machinery ----------------------------------------------------------------
+    @staticmethod
+    def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+        """The ``headers=`` option: extra headers sent with every request, checked once."""
+        if headers is None:
+            return {}
+        if not isinstance(headers, MappingABC):
+            raise TypeError(f"headers must be a mapping of names to values, got {type(headers).__name__}")
+        out = {}
+        for name, value in headers.items():
+            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+                raise ConfigurationError(f"headers: {name!r} is not a valid header name")
+            out[name] = check_header_value(value, f"headers[{name!r}]")
+        return out
+
     def _headers(self, attempt: Attempt, content_type: str | None = "application/json") -> dict[str, str]:
         h = {"X-Request-ID": attempt.request_id, "Accept": "application/json",
              "User-Agent": "ipfs-accelerate-api"}
         if content_type:
             h["Content-Type"] = content_type
+        if self._extra_headers:
+            h.update(self._extra_headers)
         h.update(self._auth_headers(attempt.key))
         return h
 
+    def _redact(self, text: str) -> str:
+        """``text`` with every configured key replaced (services and proxies echo them)."""
+        pattern = self._key_pattern
+        return text if pattern is None else pattern.sub(REDACTED, text)
+
+    def _scrub(self, exc: APIError) -> APIError:
+        """Remove every configured key from an error's message, body and headers."""
+        if not self._keys:
+            return exc
+        exc.message = self._redact(exc.message)
+        exc.args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
+        if exc.headers:
+            exc.headers = {k: self._redact(str(v)) for k, v in exc.headers.items()}
+        if exc.body is not None:
+            exc.body = self._redact_value(exc.body)
+        return exc
+
+    def _redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, dict):
+            return {self._redact_value(k): self._redact_value(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact_value(v) for v in value]
+        return value
+
     def _status_error(self, resp: Response) -> APIStatusError:
+        data = resp.data
+        if self._key_pattern is not None:
+            data = self._redact(data.decode("utf-8", "replace")).encode()
         try:
-            body: Any = json.loads(resp.data) if resp.data else None
-        except (ValueError, UnicodeDecodeError):
-            body = resp.data[:500].decode("utf-8", "replace")
-        message, code = self._error_message(body) if body is not None else (f"HTTP {resp.status}", None)
+            body: Any = json.loads(data) if data else None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = data[:500].decode("utf-8", "replace")
+        try:
+            message, code = self._error_message(body) if body is not None else (f"HTTP {resp.status}", None)
+        except Exception:  # an error body of an unexpected shape
+            message, code = str(body)[:500], None
+        if not isinstance(code, str):
+            code = None
         cls = status_error_class(resp.status)
-        return cls(message, status=resp.status, request_id=resp.headers.get(self.request_id_header),
-                   backend=self.name, body=body, code=code, headers=resp.headers)
+        headers = {k: self._redact(v) for k, v in resp.headers.items()}
+        err = cls(self._redact(str(message)), status=resp.status,
+                  request_id=headers.get(self.request_id_header), backend=self.name,
+                  body=body, code=code, headers=headers)
+        try:
+            err.retry_after = self._retry_hint(body)
+        except Exception:  # an error body of an unexpected shape gives no hint
+            err.retry_after = None
+        return err
 
     def _http(self, method: str, path: str, parse: Callable[[Response], OpResult], *,
               json_body: Any = None, body: bytes | None = None, fields: Any = None,
               stream: bool = False) -> Callable[[Attempt], Any]:
         """An operation that sends one HTTP request and parses the answer.
-        ``json_body`` is encoded here; pass ``body`` instead when it is already encoded."""
+        ``json_body`` is encoded here; pass ``body`` instead when it is already encoded.
+        The attempt's deadline bounds the exchange (the transport cuts it when it passes)."""
         url = self.base_url + path
         if body is None and json_body is not None:
             body = json.dumps(json_body).encode()
@@ -153,31 +413,131 @@ class Backend:
 
         def operation(attempt: Attempt) -> Any:
             headers = self._headers(attempt, None if fields is not None else ctype)
-            resp = self._transport.request(method, url, headers=headers, body=body,
-                                           fields=fields, stream=stream)
+            try:
+                resp = self._transport.request(method, url, headers=headers, body=body,
+                                               fields=fields, stream=stream,
+                                               deadline=attempt.deadline)
+            except APIError as exc:
+                raise self._scrub(exc)
             if resp.status >= 400:
                 raise self._status_error(resp)
             try:
                 return parse(resp)
-            except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-                if isinstance(exc, ResponseFormatError):
-                    raise
-                raise ResponseFormatError(
+            except APIError as exc:
+                resp.close()
+                if exc.status is None:
+                    exc.status = resp.status
+                if exc.request_id is None:
+                    exc.request_id = resp.headers.get(self.request_id_header)
+                exc.backend = exc.backend or self.name
+                raise self._scrub(exc)
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError,
+                    ArithmeticError, RecursionError) as exc:
+                resp.close()
+                raise self._scrub(ResponseFormatError(
                     f"{self.name}: unexpected response shape ({type(exc).__name__}: {exc})",
                     status=resp.status, request_id=resp.headers.get(self.request_id_header),
-                    backend=self.name) from exc
+                    backend=self.name)) from exc
 
         return operation
 
+    # -- the stream life cycle, shared by every streaming operation -------------------------
+    stream_format = "sse"  # or "ndjson": how the body is framed into events
+
+    def _stream_plan(self, path: str, body: bytes, est_tokens: float,
+                     new_parser: Callable[[], "StreamParser"], *, method: str = "POST") -> Plan:
+        """A streaming operation. ``new_parser()`` makes a :class:`StreamParser` for each
+        attempt; it turns one wire event (an :class:`SSEEvent` or an NDJSON value) into a
+        :class:`ChatChunk`, None for an event that carries nothing (a ping), or
+        :data:`STREAM_END` for the terminator, and raises :class:`StreamInterrupted` for an
+        error the service sends inside the stream.
+
+        The first chunk is read inside the engine, so failures until then are retried. The
+        rest is handed to the caller as an iterator that restarts the idle bound on every
+        chunk, closes the connection when the caller stops early, raises
+        :class:`StreamInterrupted` (with the text so far) on a cut, an in-stream error or a
+        stream that ends without its terminator (unless the parser says it is ``complete``),
+        and gives the connection back *before* raising (an exception kept by the caller holds
+        no socket)."""
+        name = self.name
+        reader: Callable[[Iterator[bytes]], Iterator[Any]] = (
+            iter_ndjson if self.stream_format == "ndjson" else iter_sse)
+
+        def parse(resp: Response) -> OpResult:
+            events = reader(resp.iter_bytes())
+            parser = new_parser()
+            received: list[str] = []
+
+            def next_chunk() -> Any:
+                """The next chunk or STREAM_END; None when the events run out."""
+                for ev in events:
+                    out = parser.feed(ev)
+                    if out is None:
+                        continue
+                    if out is not STREAM_END:
+                        if not isinstance(out, ChatChunk) or not isinstance(out.text, str):
+                            raise ResponseFormatError(f"{name}: bad stream event")
+                        received.append(out.text)
+                    return out
+                return None
+
+            try:
+                head = next_chunk()
+            except BaseException:
+                resp.close()
+                raise
+            resp.first_event()
+
+            def rest() -> Iterator[ChatChunk]:
+                out = head
+                try:
+                    while out is not None and out is not STREAM_END:
+                        yield out
+                        resp.event()
+                        out = next_chunk()
+                except GeneratorExit:
+                    raise
+                except Exception as exc:
+                    resp.close()
+                    events.close()
+                    err = self._interrupted(exc, "".join(received))
+                    if err is exc:
+                        raise
+                    raise err from exc
+                finally:
+                    resp.close()  # closes the connection if the caller stopped early
+                if out is None and not parser.complete:
+                    raise StreamInterrupted(f"{name}: stream ended without its terminator",
+                                            partial_text="".join(received), backend=name)
+
+            return OpResult(rest(), headers=resp.headers)
+
+        return Plan(self._http(method, path, parse, body=body, stream=True), est_tokens)
+
+    def _interrupted(self, exc: Exception, partial: str) -> Exception:
+        """The error for a stream that broke after it started, carrying the text so far."""
+        if isinstance(exc, StreamInterrupted):
+            if not exc.partial_text:
+                exc.partial_text = partial
+            return self._scrub(exc)
+        cls = StreamTimeoutError if isinstance(exc, APITimeoutError) else StreamInterrupted
+        detail = exc.message if isinstance(exc, APIError) else type(exc).__name__
+        return self._scrub(cls(f"{self.name}: stream broke after it started ({detail})",
+                               partial_text=partial, backend=self.name))
+
     # -- submission: sync, future and async forms -------------------------------------------
     def _plan(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan:
+        """The caller's input is checked here, before anything is queued or sent."""
         planner = getattr(self, f"_plan_{method}", None)
         if planner is None:
             raise UnsupportedOperation(f"{self.name} has no operation {method!r}")
+        if "model" in kwargs:
+            check_model(kwargs["model"])
         return planner(*args, **kwargs)  # type: ignore[no-any-return]
 
     def submit(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Future:
         """Start ``method`` without waiting; the future holds its result or error."""
+        check_priority(priority)
         if method == "embed":
             return self._submit_embed(*args, priority=priority, **kwargs)
         plan = self._plan(method, args, kwargs)
@@ -186,6 +546,7 @@ class Backend:
 
     def _run(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Any:
         """The synchronous form: runs in the caller's thread when the engine is idle."""
+        check_priority(priority)
         if method == "embed":
             return self._submit_embed(*args, priority=priority, sync=True, **kwargs).result()
         plan = self._plan(method, args, kwargs)
@@ -196,37 +557,51 @@ class Backend:
         return await asyncio.wrap_future(self.submit(method, *args, **kwargs))
 
     # The public surface: every backend has these names; unsupported ones raise.
-    def chat(self, messages: list[dict[str, Any]], *, model: str, priority: int = Priority.NORMAL,
-             **params: Any) -> Any:
+    def chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
+             priority: int = Priority.NORMAL, **params: Any) -> Any:
         """One chat completion (a :class:`~ipfs_accelerate_api.types.ChatResponse`)."""
         return self._run("chat", messages, model=model, priority=priority, **params)
 
-    def stream_chat(self, messages: list[dict[str, Any]], *, model: str,
+    def stream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
                     priority: int = Priority.NORMAL, **params: Any) -> Iterator[Any]:
         """A chat completion as an iterator of :class:`~ipfs_accelerate_api.types.ChatChunk`."""
         return self._run("stream_chat", messages, model=model, priority=priority, **params)
 
-    def complete(self, prompt: str, *, model: str, priority: int = Priority.NORMAL, **params: Any) -> Any:
+    def complete(self, prompt: str, *, model: str | None = None, priority: int = Priority.NORMAL,
+                 **params: Any) -> Any:
         return self._run("complete", prompt, model=model, priority=priority, **params)
 
-    def embed(self, texts: str | Sequence[str], *, model: str, priority: int = Priority.NORMAL,
-              **params: Any) -> np.ndarray:
+    def embed(self, texts: str | Sequence[str], *, model: str | None = None,
+              priority: int = Priority.NORMAL, **params: Any) -> np.ndarray:
         """Embeddings as a float32 array of shape (n, d), in input order."""
         return self._run("embed", texts, model=model, priority=priority, **params)
 
     def list_models(self, *, priority: int = Priority.NORMAL) -> list[str]:
         return self._run("list_models", priority=priority)
 
-    async def achat(self, messages: list[dict[str, Any]], *, model: str, **kw: Any) -> Any:
+    async def achat(self, messages: list[dict[str, Any]], *, model: str | None = None, **kw: Any) -> Any:
         return await self._arun("chat", messages, model=model, **kw)
 
-    async def astream_chat(self, messages: list[dict[str, Any]], *, model: str, **kw: Any) -> Any:
-        return await self._arun("stream_chat", messages, model=model, **kw)
+    async def astream_chat(self, messages: list[dict[str, Any]], *, model: str | None = None,
+                           **kw: Any) -> AsyncIterator[Any]:
+        """``async for chunk in backend.astream_chat(...)``: the chunks are read off the
+        socket in a thread of their own and handed to the event loop, which never blocks.
+        Leaving the loop early closes the stream and frees its connection."""
+        chunks = await self._arun("stream_chat", messages, model=model, **kw)
+        pump = _StreamPump(chunks, asyncio.get_running_loop())
+        try:
+            while True:
+                chunk = await pump.next()
+                if chunk is _PUMP_DONE:
+                    return
+                yield chunk
+        finally:
+            pump.close()
 
-    async def acomplete(self, prompt: str, *, model: str, **kw: Any) -> Any:
+    async def acomplete(self, prompt: str, *, model: str | None = None, **kw: Any) -> Any:
         return await self._arun("complete", prompt, model=model, **kw)
 
-    async def aembed(self, texts: str | Sequence[str], *, model: str, **kw: Any) -> np.ndarray:
+    async def aembed(self, texts: str | Sequence[str], *, model: str | None = None, **kw: Any) -> np.ndarray:
         return await self._arun("embed", texts, model=model, **kw)
 
     async def alist_models(self, **kw: Any) -> list[str]:
@@ -236,17 +611,12 @@ class Backend:
     def _plan_embed(self, texts: list[str], *, model: str, **params: Any) -> Plan:
         raise UnsupportedOperation(f"{self.name} has no operation 'embed'")
 
-    def _submit_embed(self, texts: str | Sequence[str], *, model: str,
+    def _submit_embed(self, texts: Any, *, model: str | None,
                       priority: int = Priority.NORMAL, sync: bool = False, **params: Any) -> Future:
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
-            raise ValueError("embed needs at least one text")
-        if not all(isinstance(t, str) for t in texts):
-            raise TypeError("embed takes a string or a sequence of strings")
         if type(self)._plan_embed is Backend._plan_embed:
             raise UnsupportedOperation(f"{self.name} has no operation 'embed'")
+        texts = _check_texts(texts)
+        check_model(model)
 
         def send(batch: list[str], prio: int) -> Future:
             plan = self._plan_embed(batch, model=model, **params)
@@ -299,6 +669,8 @@ class Backend:
             b.close()
         self._engine.close()
         self._transport.close()
+        if self._shared is not None:
+            self._shared.close()
 
     def __enter__(self) -> "Backend":
         return self
@@ -319,3 +691,63 @@ def _split_rows(matrix: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     if start != len(matrix):
         raise ResponseFormatError(f"expected {start} embeddings, got {len(matrix)}")
     return out
+
+
+_PUMP_DONE: Any = object()
+_PUMP_CLOSE: Any = object()
+
+
+class _StreamPump:
+    """Reads a synchronous chunk iterator in its own thread, one chunk per request from the
+    event loop, and resolves the loop's futures with ``call_soon_threadsafe``. Pull-based, so
+    a slow consumer holds at most one chunk; :meth:`close` closes the iterator in its thread
+    (which closes the connection) and ends the thread."""
+
+    def __init__(self, chunks: Iterator[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._chunks = chunks
+        self._loop = loop
+        self._asks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ipfs-accel-astream", daemon=True)
+        self._thread.start()
+
+    def next(self) -> "asyncio.Future[Any]":
+        fut = self._loop.create_future()
+        self._asks.put(fut)
+        return fut
+
+    def close(self) -> None:
+        self._asks.put(_PUMP_CLOSE)
+
+    def _settle(self, fut: "asyncio.Future[Any]", value: Any, exc: BaseException | None) -> None:
+        def settle() -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _run(self) -> None:
+        chunks = self._chunks
+        try:
+            while True:
+                fut = self._asks.get()
+                if fut is _PUMP_CLOSE:
+                    return
+                try:
+                    chunk = next(chunks, _PUMP_DONE)
+                except BaseException as exc:  # the stream's own typed error, for the caller
+                    self._settle(fut, None, exc)
+                    return
+                self._settle(fut, chunk, None)
+                if chunk is _PUMP_DONE:
+                    return
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()

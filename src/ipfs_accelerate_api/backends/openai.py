@@ -10,7 +10,7 @@ import binascii
 import json
 import os
 import re
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Mapping
 
 import numpy as np
 
@@ -20,30 +20,53 @@ from ..core import parse_floats
 from ..engine import OpResult, RateLimitInfo
 from ..engine.retry import parse_duration
 from ..errors import ResponseFormatError, StreamInterrupted
-from ..transport import Response, iter_sse
+from ..transport import Response, SSEEvent
 from ..types import ChatChunk, ChatMessage, ChatResponse, CompletionResponse, ToolCall, Usage
-from .base import Backend, Plan, estimate_tokens
+from ._shape import as_count, as_dict, as_list, as_str, field
+from .base import STREAM_END, Backend, Plan, StreamParser, check_messages, estimate_tokens
 
 __all__ = ["OpenAIBackend"]
 
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
 
 
-def _usage(data: Mapping[str, Any] | None) -> Usage:
-    data = data or {}
-    p, c = int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0)
-    return Usage(p, c, int(data.get("total_tokens") or p + c))
+def _usage(data: Any) -> Usage:
+    if data is None:
+        return Usage()
+    data = as_dict(data, "usage")
+    p = as_count(data.get("prompt_tokens"), "usage.prompt_tokens")
+    c = as_count(data.get("completion_tokens"), "usage.completion_tokens")
+    total = data.get("total_tokens")
+    return Usage(p, c, p + c if total is None else as_count(total, "usage.total_tokens"))
 
 
-def _tool_calls(raw: Any) -> list[ToolCall]:
-    return [ToolCall(id=t["id"], name=t["function"]["name"], arguments=t["function"]["arguments"],
-                     type=t.get("type", "function")) for t in raw or []]
+def _tool_calls(raw: Any, where: str) -> list[ToolCall]:
+    out = []
+    for i, t in enumerate(as_list(raw, where) if raw is not None else []):
+        t = as_dict(t, f"{where}[{i}]")
+        fn = as_dict(field(t, "function", f"{where}[{i}]"), f"{where}[{i}].function")
+        out.append(ToolCall(id=as_str(field(t, "id", f"{where}[{i}]"), f"{where}[{i}].id"),
+                            name=as_str(field(fn, "name", f"{where}[{i}].function"),
+                                        f"{where}[{i}].function.name"),
+                            arguments=as_str(fn.get("arguments", ""),
+                                             f"{where}[{i}].function.arguments"),
+                            type=as_str(t.get("type", "function"), f"{where}[{i}].type")))
+    return out
+
+
+def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
+    return as_dict(as_list(field(data, "choices", "response"), "choices", nonempty=True)[0],
+                   "choices[0]")
 
 
 class OpenAIBackend(Backend):
     name = "openai"
     env_prefix = "OPENAI"
     default_base_url = "https://api.openai.com/v1"
+    #: Ask for the usage chunk at the end of a stream (``stream_options.include_usage``).
+    stream_include_usage = True
+    #: The model ``transcribe`` uses when none is named.
+    transcribe_model = "whisper-1"
 
     # -- conventions ----------------------------------------------------------------------
     def _auth_headers(self, key: Secret | None) -> dict[str, str]:
@@ -75,30 +98,32 @@ class OpenAIBackend(Backend):
 
     def _estimate(self, body: Mapping[str, Any], encoded: bytes) -> int:
         """Tokens this request may use: its encoded size / 4, plus the completion allowance."""
-        out = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS_ESTIMATE
-        return len(encoded) // 4 + 1 + int(out)
+        out = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(out, bool) or not isinstance(out, int) or out <= 0:
+            out = DEFAULT_MAX_TOKENS_ESTIMATE  # not ours to refuse: the service answers 400
+        return len(encoded) // 4 + 1 + out
 
     # -- chat -----------------------------------------------------------------------------
     def _chat_body(self, messages: list[dict[str, Any]], model: str, params: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(messages, list) or not messages:
-            raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...}")
-        return {"model": model, "messages": messages, **params}
+        return {"model": model, "messages": check_messages(messages), **params}
 
     def _plan_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
         body = self._chat_body(messages, model, params)
 
         def parse(resp: Response) -> OpResult:
-            data = resp.json()
-            choice = data["choices"][0]
-            msg = choice["message"]
-            message = ChatMessage(msg.get("role", "assistant"), msg.get("content"),
-                                  _tool_calls(msg.get("tool_calls")))
+            data = as_dict(resp.json(), "response")
+            choice = _first_choice(data)
+            msg = as_dict(field(choice, "message", "choices[0]"), "choices[0].message")
+            content = as_str(msg.get("content"), "message.content", optional=True)
+            message = ChatMessage(as_str(msg.get("role", "assistant"), "message.role"), content,
+                                  _tool_calls(msg.get("tool_calls"), "message.tool_calls"))
             usage = _usage(data.get("usage"))
             return OpResult(
-                ChatResponse(text=msg.get("content") or "", message=message,
-                             finish_reason=choice.get("finish_reason"), usage=usage,
-                             model=data.get("model"), request_id=resp.headers.get("x-request-id"),
-                             raw=data),
+                ChatResponse(text=content or "", message=message,
+                             finish_reason=as_str(choice.get("finish_reason"),
+                                                  "choices[0].finish_reason", optional=True),
+                             usage=usage, model=as_str(data.get("model"), "model", optional=True),
+                             request_id=resp.headers.get("x-request-id"), raw=data),
                 usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
         encoded = json.dumps(body).encode()
@@ -106,82 +131,51 @@ class OpenAIBackend(Backend):
                     self._estimate(body, encoded))
 
     def _plan_stream_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
-        params.setdefault("stream_options", {"include_usage": True})
+        if self.stream_include_usage:
+            params.setdefault("stream_options", {"include_usage": True})
         body = self._chat_body(messages, model, {**params, "stream": True})
-        name = self.name
-
-        def parse(resp: Response) -> OpResult:
-            events = iter_sse(resp.iter_bytes())
-            received: list[str] = []
-
-            def chunk_of(ev: Any) -> ChatChunk | None:
-                if ev.data == "[DONE]":
-                    return None
-                obj = ev.json()
-                if isinstance(obj, dict) and obj.get("error"):
-                    err = obj["error"]
-                    msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise StreamInterrupted(f"{name}: error in stream: {msg}",
-                                            partial_text="".join(received), backend=name)
-                choices = obj.get("choices") or []
-                usage = _usage(obj["usage"]) if obj.get("usage") else None
-                if not choices:
-                    return ChatChunk(usage=usage, raw=obj)
-                delta = choices[0].get("delta") or {}
-                text = delta.get("content") or ""
-                received.append(text)
-                return ChatChunk(text=text, finish_reason=choices[0].get("finish_reason"),
-                                 usage=usage, tool_calls=delta.get("tool_calls") or [], raw=obj)
-
-            # The first event is read here, inside the engine: failures so far are retried.
-            try:
-                first = next(events, None)
-                head = chunk_of(first) if first is not None else None
-            except BaseException:
-                events.close()
-                raise
-
-            def rest() -> Iterator[ChatChunk]:
-                done = first is None or head is None
-                if head is not None:
-                    yield head
-                try:
-                    for ev in events:
-                        c = chunk_of(ev)
-                        if c is None:
-                            done = True
-                            break
-                        yield c
-                except StreamInterrupted:
-                    raise
-                except Exception as exc:
-                    raise StreamInterrupted(
-                        f"{name}: stream broke after it started ({type(exc).__name__})",
-                        partial_text="".join(received), backend=name) from exc
-                finally:
-                    events.close()  # closes the connection if we stop early
-                if not done:
-                    raise StreamInterrupted(f"{name}: stream ended without [DONE]",
-                                            partial_text="".join(received), backend=name)
-
-            return OpResult(rest(), headers=resp.headers)
-
         encoded = json.dumps(body).encode()
-        return Plan(self._http("POST", "/chat/completions", parse, body=encoded, stream=True),
-                    self._estimate(body, encoded))
+        return self._stream_plan("/chat/completions", encoded, self._estimate(body, encoded),
+                                 StreamParser.from_function(self._stream_chunk))
+
+    def _stream_chunk(self, ev: SSEEvent) -> Any:
+        """One SSE event of a chat stream: a chunk, or the end at ``[DONE]``."""
+        if ev.data == "[DONE]":
+            return STREAM_END
+        obj = as_dict(ev.json(), "stream chunk")
+        if obj.get("error"):
+            err = obj["error"]
+            msg = err.get("message") if isinstance(err, dict) else err
+            raise StreamInterrupted(f"{self.name}: error in stream: {str(msg)[:500]}",
+                                    backend=self.name)
+        choices = as_list(obj.get("choices") or [], "chunk.choices")
+        usage = _usage(obj["usage"]) if obj.get("usage") else None
+        if not choices:
+            return ChatChunk(usage=usage, raw=obj)
+        choice = as_dict(choices[0], "chunk.choices[0]")
+        delta = as_dict(choice.get("delta") or {}, "chunk.choices[0].delta")
+        tool_calls = as_list(delta.get("tool_calls") or [], "delta.tool_calls")
+        for i, t in enumerate(tool_calls):
+            as_dict(t, f"delta.tool_calls[{i}]")
+        return ChatChunk(text=as_str(delta.get("content"), "delta.content", optional=True) or "",
+                         finish_reason=as_str(choice.get("finish_reason"),
+                                              "chunk.finish_reason", optional=True),
+                         usage=usage, tool_calls=tool_calls, raw=obj)
 
     # -- completions ----------------------------------------------------------------------
     def _plan_complete(self, prompt: str, *, model: str, **params: Any) -> Plan:
         body = {"model": model, "prompt": prompt, **params}
 
         def parse(resp: Response) -> OpResult:
-            data = resp.json()
-            choice = data["choices"][0]
+            data = as_dict(resp.json(), "response")
+            choice = _first_choice(data)
             usage = _usage(data.get("usage"))
-            return OpResult(CompletionResponse(choice["text"], choice.get("finish_reason"), usage,
-                                               data.get("model"), resp.headers.get("x-request-id"),
-                                               data),
-                            usage.prompt_tokens, usage.completion_tokens, resp.headers)
+            return OpResult(CompletionResponse(
+                as_str(field(choice, "text", "choices[0]"), "choices[0].text"),
+                as_str(choice.get("finish_reason"), "choices[0].finish_reason", optional=True),
+                usage, as_str(data.get("model"), "model", optional=True),
+                resp.headers.get("x-request-id"), data),
+                usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
         encoded = json.dumps(body).encode()
         return Plan(self._http("POST", "/completions", parse, body=encoded),
@@ -197,24 +191,33 @@ class OpenAIBackend(Backend):
             fast = _float_arrays(resp.data)
             if fast is not None:
                 data, vectors = fast
-                items = data["data"]
-                for it, vec in zip(items, vectors):
-                    it["embedding"] = vec
+                items = as_list(field(as_dict(data, "response"), "data", "response"), "data")
+                if len(vectors) != len(items):
+                    raise ResponseFormatError(f"{self.name}: embeddings outside data[]")
+                for i, (it, vec) in enumerate(zip(items, vectors)):
+                    as_dict(it, f"data[{i}]")["embedding"] = vec
             else:
-                data = resp.json()
-                items = data["data"]
+                data = as_dict(resp.json(), "response")
+                items = as_list(field(data, "data", "response"), "data")
             if len(items) != n:
                 raise ResponseFormatError(f"{self.name}: asked for {n} embeddings, got {len(items)}")
-            first = items[0]["embedding"]
-            if isinstance(first, str):
-                rows = [np.frombuffer(base64.b64decode(it["embedding"], validate=True), dtype="<f4")
-                        for it in items]
-            else:
-                rows = [it["embedding"] if isinstance(it["embedding"], np.ndarray)
-                        else np.asarray(it["embedding"], dtype=np.float32) for it in items]
-            out = np.empty((n, len(rows[0])), dtype=np.float32)
-            for it, row in zip(items, rows):
-                out[int(it.get("index", 0))] = row
+            out: np.ndarray | None = None
+            seen = np.zeros(n, dtype=bool)
+            for i, it in enumerate(items):
+                it = as_dict(it, f"data[{i}]")
+                index = as_count(it.get("index", i), f"data[{i}].index")
+                if index >= n or seen[index]:
+                    raise ResponseFormatError(f"{self.name}: data[{i}].index {index} is out of "
+                                              f"range or repeated (expected each of 0..{n - 1} once)")
+                seen[index] = True
+                row = _vector(field(it, "embedding", f"data[{i}]"), f"data[{i}].embedding")
+                if out is None:
+                    out = np.empty((n, len(row)), dtype=np.float32)
+                elif len(row) != out.shape[1]:
+                    raise ResponseFormatError(f"{self.name}: data[{i}].embedding has {len(row)} "
+                                              f"dimensions, data[0] has {out.shape[1]}")
+                out[index] = row
+            assert out is not None  # n >= 1 items, each checked above
             usage = _usage(data.get("usage"))
             return OpResult(out, usage.prompt_tokens, 0, resp.headers)
 
@@ -224,7 +227,10 @@ class OpenAIBackend(Backend):
     # -- models, images, audio ----------------------------------------------------------------
     def _plan_list_models(self) -> Plan:
         def parse(resp: Response) -> OpResult:
-            return OpResult([m["id"] for m in resp.json()["data"]], headers=resp.headers)
+            items = as_list(field(as_dict(resp.json(), "response"), "data", "response"), "data")
+            return OpResult([as_str(field(as_dict(m, f"data[{i}]"), "id", f"data[{i}]"),
+                                    f"data[{i}].id") for i, m in enumerate(items)],
+                            headers=resp.headers)
 
         return Plan(self._http("GET", "/models", parse))
 
@@ -239,16 +245,23 @@ class OpenAIBackend(Backend):
 
         def parse(resp: Response) -> OpResult:
             out: list[bytes | str] = []
-            for item in resp.json()["data"]:
-                out.append(base64.b64decode(item["b64_json"]) if "b64_json" in item else item["url"])
+            items = as_list(field(as_dict(resp.json(), "response"), "data", "response"), "data")
+            for i, item in enumerate(items):
+                item = as_dict(item, f"data[{i}]")
+                if item.get("b64_json") is not None:
+                    out.append(base64.b64decode(as_str(item["b64_json"], f"data[{i}].b64_json"),
+                                                validate=True))
+                else:
+                    out.append(as_str(field(item, "url", f"data[{i}]"), f"data[{i}].url"))
             return OpResult(out, headers=resp.headers)
 
         return Plan(self._http("POST", "/images/generations", _catching(parse), json_body=body))
 
-    def transcribe(self, file: bytes | str | os.PathLike[str] | IO[bytes], *, model: str = "whisper-1",
+    def transcribe(self, file: bytes | str | os.PathLike[str] | IO[bytes], *, model: str | None = None,
                    priority: int = Priority.NORMAL, **params: Any) -> str:
         """The text of an audio file (bytes, a path or a binary file object)."""
-        return self._run("transcribe", file, model=model, priority=priority, **params)
+        return self._run("transcribe", file, model=model or self.transcribe_model,
+                         priority=priority, **params)
 
     def _plan_transcribe(self, file: Any, *, model: str, filename: str | None = None,
                          **params: Any) -> Plan:
@@ -261,15 +274,22 @@ class OpenAIBackend(Backend):
         else:
             data = file.read()
             filename = filename or os.path.basename(getattr(file, "name", "") or "") or None
-        fields: dict[str, Any] = {"model": model,
-                                  "file": (filename or "audio.wav", data, "application/octet-stream")}
+        fields: list[tuple[str, Any]] = [
+            ("model", model), ("file", (filename or "audio.wav", data, "application/octet-stream"))]
         for k, v in params.items():
-            fields[k] = v if isinstance(v, str) else json.dumps(v)
+            if isinstance(v, (list, tuple)):  # repeated form fields, as the API expects
+                fields.extend((f"{k}[]", x if isinstance(x, str) else json.dumps(x)) for x in v)
+            else:
+                fields.append((k, v if isinstance(v, str) else json.dumps(v)))
 
         def parse(resp: Response) -> OpResult:
             if resp.headers.get("content-type", "").startswith("application/json"):
-                return OpResult(resp.json()["text"], headers=resp.headers)
-            return OpResult(resp.data.decode("utf-8"), headers=resp.headers)
+                data = as_dict(resp.json(), "response")
+                return OpResult(as_str(field(data, "text", "response"), "text"), headers=resp.headers)
+            try:
+                return OpResult(resp.data.decode("utf-8"), headers=resp.headers)
+            except UnicodeDecodeError as exc:
+                raise ResponseFormatError(f"{self.name}: transcription is not UTF-8") from exc
 
         return Plan(self._http("POST", "/audio/transcriptions", parse, fields=fields))
 
@@ -282,7 +302,7 @@ class OpenAIBackend(Backend):
         return await self._arun("generate_image", prompt, **{"model": "dall-e-3", **kw})
 
     async def atranscribe(self, file: Any, **kw: Any) -> str:
-        return await self._arun("transcribe", file, **{"model": "whisper-1", **kw})
+        return await self._arun("transcribe", file, **{"model": self.transcribe_model, **kw})
 
     async def aspeech(self, text: str, **kw: Any) -> bytes:
         return await self._arun("speech", text, **{"model": "tts-1", "voice": "alloy", **kw})
@@ -315,6 +335,25 @@ def _float_arrays(body: bytes) -> tuple[Any, list[np.ndarray]] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return data, vectors
+
+
+def _vector(value: Any, where: str) -> np.ndarray:
+    """One embedding: a base64 string of little-endian float32, or a list of numbers."""
+    if isinstance(value, np.ndarray):
+        row = value
+    elif isinstance(value, str):
+        raw = base64.b64decode(value, validate=True)
+        if len(raw) % 4:
+            raise ResponseFormatError(f"{where}: {len(raw)} bytes is not a whole number of float32")
+        row = np.frombuffer(raw, dtype="<f4")
+    elif isinstance(value, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        row = np.asarray(value, dtype=np.float32)
+    else:
+        raise ResponseFormatError(f"{where} should be a base64 string or a list of numbers")
+    if row.ndim != 1 or len(row) == 0:
+        raise ResponseFormatError(f"{where} should be a non-empty vector")
+    return row
 
 
 def _catching(parse: Any) -> Any:

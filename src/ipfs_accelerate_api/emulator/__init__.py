@@ -8,6 +8,11 @@
         emu.stats("openai")["peak_concurrency"]
 
 From the shell: ``ipfs-accel emulate --port 8080``. In pytest: the ``ai_emulator`` fixture.
+
+It is as strict as the services: a request the real API refuses (a wrong type, a value out
+of range, an unknown field or model) gets that API's error, counted in
+``stats(name)["refused"]``. Models beyond a service's own list: ``ServiceConfig(models=...)``.
+A handler that raises answers the service's 500 and is kept in ``handler_errors()``.
 """
 
 from __future__ import annotations
@@ -21,16 +26,21 @@ __all__ = ["Emulator", "FaultPlan", "ServiceConfig", "SERVICES"]
 
 
 def _services() -> dict[str, type[Service]]:
+    from .anthropic import ClaudeService
+    from .gemini import GeminiService
+    from .groq import GroqService
     from .openai import OpenAIService
 
-    return {"openai": OpenAIService}
+    return {"openai": OpenAIService, "claude": ClaudeService, "groq": GroqService,
+            "gemini": GeminiService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai",)
+SERVICES = ("openai", "claude", "groq", "gemini")
 
-#: The API path below each service's prefix that clients use as their base URL.
-_BASE_PATHS = {"openai": "/v1"}
+#: The API path below each service's prefix that clients use as their base URL (Anthropic's
+#: clients add ``/v1`` to every path themselves).
+_BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta"}
 
 
 class Emulator:
@@ -98,8 +108,25 @@ class Emulator:
         return self.services[service].config
 
     def stats(self, service: str) -> dict[str, Any]:
-        """What ``service`` saw: requests per key and path, peak concurrency, 429s, faults."""
+        """What ``service`` saw: requests per key and path, peak concurrency, 429s, faults,
+        refused requests per param, and ``handler_errors`` (exceptions its handlers raised)."""
         return self.services[service].record.snapshot()
+
+    def handler_errors(self) -> dict[str, list[str]]:
+        """Exceptions the handlers raised, per service (only those with any): each one is an
+        emulator bug that a client saw as a 500."""
+        out = {}
+        for name, service in self.services.items():
+            errors = service.record.snapshot()["handler_errors"]
+            if errors:
+                out[name] = errors
+        return out
+
+    def assert_no_handler_errors(self) -> None:
+        """Fail (``AssertionError``) if any handler raised; for a test's teardown."""
+        errors = self.handler_errors()
+        if errors:
+            raise AssertionError(f"the emulator's handlers raised (answered as 500s): {errors}")
 
     def record(self, service: str) -> Any:
         return self.services[service].record

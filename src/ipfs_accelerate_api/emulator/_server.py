@@ -1,25 +1,44 @@
 """The emulator's shared machinery: HTTP server, routing by service prefix, per-key rate
-limits, capacity, latency, fault injection and the record of what was seen.
+limits, capacity, latency, fault injection, request rules and the record of what was seen.
 
-A service module provides a :class:`Service` subclass: its routes, how it reads the key from
-a request, and how it writes an error body and rate-limit headers. Everything else is here.
+A service module provides a :class:`Service` subclass: its routes (each a :class:`Route`,
+with the :class:`~._rules.Body` rules its requests must follow), its models, how it reads
+the key from a request, and how it writes an error body, a refused request
+(:meth:`Service.reject`), an unknown model (:meth:`Service.unknown_model`), its own 500
+(:meth:`Service.internal_error`) and rate-limit headers. Everything else is here.
+
+A handler that raises never drops the connection: the client gets the service's 500 and the
+exception is kept in ``stats()["handler_errors"]``, so tests can assert that none happened.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 import socket
 import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FaultPlan", "Reply", "Request", "Service", "ServiceConfig", "Stream", "EmulatorServer"]
+import numpy as np
+
+from ._rules import Body, Upload, Violation, parse_json
+
+__all__ = ["EmulatorServer", "FaultPlan", "Reply", "Request", "Route", "Service", "ServiceConfig",
+           "Stream", "content_text", "count_tokens", "embedding_for", "pieces", "reply_text",
+           "sse_event", "tool_arguments"]
+
+#: Seconds an injected 429 asks the client to wait.
+FAULT_RETRY_AFTER = 0.05
+#: Limits an injected 429 reports when the service has none configured.
+NOMINAL_RPM, NOMINAL_TPM = 500, 200_000
 
 FAULT_KINDS = (
     "500", "503", "429", "reset", "timeout", "truncate", "malformed", "bad_utf8",
@@ -60,6 +79,7 @@ class ServiceConfig:
         keys: the valid API keys (``None``: any non-empty key; ``()``: no auth needed).
         faults: a :class:`FaultPlan`.
         stream_delay: seconds between streamed chunks.
+        models: model ids the service knows besides its own list (a fine-tune, say).
     """
 
     latency: float | tuple[float, float] = 0.0
@@ -69,6 +89,7 @@ class ServiceConfig:
     keys: Sequence[str] | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     stream_delay: float = 0.0
+    models: Sequence[str] = ()
 
 
 @dataclass
@@ -80,15 +101,8 @@ class Request:
     body: bytes
     key: str | None
     params: dict[str, str]
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.body or b"null")
-        except ValueError:
-            return _BAD_JSON
-
-
-_BAD_JSON = object()
+    root: str = ""  # the service's own URL, e.g. "http://127.0.0.1:PORT/openai"
+    data: Any = None  # the body, parsed and checked against the route's rules
 
 
 @dataclass
@@ -117,19 +131,34 @@ class APIFailure(Exception):
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
 
-Route = Callable[[Request], "Reply | Stream"]
+Handler = Callable[[Request], "Reply | Stream"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: ``handler`` names the service method; ``rules`` its request body (``None``:
+    no body); ``auth=False`` for what a client fetches without its key (image URLs)."""
+
+    method: str
+    pattern: str  # a regex below the service prefix; named groups become ``Request.params``
+    handler: str
+    rules: Body | None = None
+    auth: bool = True
 
 
 class Service:
     """A service's wire format. Subclasses fill in the class attributes and methods."""
 
     name = "service"
-    routes: list[tuple[str, str, str]] = []  # (method, path regex, method name)
+    routes: Sequence[Route] = ()
+    models: Sequence[str] = ()  # the model ids a :class:`~._rules.Model` field may name
 
     def __init__(self, config: ServiceConfig, seed: int) -> None:
         self.config = config
         self.seed = seed
-        self._compiled = [(m, re.compile(p + "$"), getattr(self, h)) for m, p, h in self.routes]
+        self._compiled = [(r, re.compile(r.pattern + "$"), getattr(self, r.handler))
+                          for r in self.routes]
+        self._models = frozenset(self.models)
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], list[float]] = {}
         self._rng = random.Random(config.faults.seed)
@@ -155,6 +184,19 @@ class Service:
               param: str | None = None, headers: dict[str, str] | None = None) -> Reply:
         raise NotImplementedError
 
+    def reject(self, violation: Violation) -> Reply:
+        """The service's answer to a request that breaks its route's rules."""
+        return self.error(400, violation.message, "invalid_request_error", param=violation.param)
+
+    def unknown_model(self, model: str) -> Reply:
+        """The service's answer to a request that names a model it does not have."""
+        return self.error(404, f"model {model!r} not found", "not_found_error", "model_not_found")
+
+    def internal_error(self) -> Reply:
+        """The service's answer when its handler raised (a bug in the emulator)."""
+        return self.error(500, "The server had an error while processing your request.",
+                          "server_error")
+
     def ratelimit_headers(self, rpm: tuple[float, float, float] | None,
                           tpm: tuple[float, float, float] | None) -> dict[str, str]:
         return {}
@@ -166,15 +208,52 @@ class Service:
         return max(1, len(req.body) // 4)
 
     # -- machinery ------------------------------------------------------------------------
-    def route(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+    def route(self, method: str,
+              path: str) -> tuple[Route | None, Handler | None, dict[str, str], bool]:
+        """The route, its bound handler and path parameters, and whether the path is known."""
         path_known = False
-        for m, rx, handler in self._compiled:
+        for r, rx, handler in self._compiled:
             match = rx.match(path)
             if match:
                 path_known = True
-                if m == method:
-                    return handler, match.groupdict(), True
-        return None, {}, path_known
+                if r.method == method:
+                    return r, handler, match.groupdict(), True
+        return None, None, {}, path_known
+
+    def knows_model(self, model: str) -> bool:
+        return model in self._models or model in self.config.models
+
+    def admit(self, rules: Body, req: Request) -> Reply | None:
+        """Parse the body into ``req.data`` and check it: ``None``, or the refusal to send."""
+        if rules.form:
+            data: Any = rules.from_form_fields(parse_multipart(req))
+            bad = rules.validate(data)
+        else:
+            data, bad = parse_json(req.body)
+            bad = bad or rules.validate(data)
+        if bad is not None:
+            self.record.rejected(bad)
+            return self.reject(bad)
+        req.data = data
+        model = data.get(rules.model_key) if rules.model_key else None
+        if model is not None and not self.knows_model(model):
+            return self.unknown_model(model)
+        return None
+
+    def throttled(self, which: str, wait: float, rl_headers: Mapping[str, str]) -> Reply:
+        """The 429 for a per-minute limit on ``which``, real or injected: the same headers."""
+        self.record.throttled()
+        headers = dict(rl_headers)
+        headers["retry-after"] = str(max(1, int(wait + 0.999)))
+        headers["retry-after-ms"] = str(int(wait * 1000) + 1)
+        return self.error(
+            429, f"Rate limit reached for {which} per minute. Please try again in {wait:.3f}s.",
+            which, "rate_limit_exceeded", headers=headers)
+
+    def exhausted_headers(self, wait: float) -> dict[str, str]:
+        """Rate-limit headers of a key whose requests ran out for ``wait`` seconds."""
+        rpm, tpm = self.config.rpm or NOMINAL_RPM, self.config.tpm or NOMINAL_TPM
+        return self.ratelimit_headers((rpm, 0.0, wait), (tpm, tpm, 0.0))
 
     def next_fault(self) -> str | None:
         plan = self.config.faults
@@ -187,10 +266,11 @@ class Service:
                 return self._rng.choice(list(plan.kinds))
         return None
 
-    def _take(self, key: str, kind: str, limit: float, cost: float) -> tuple[bool, tuple[float, float, float], float]:
-        """Per-key bucket (capacity = the per-minute limit, refilling over a minute)."""
+    def _take(self, key: str, kind: str, limit: float, cost: float,
+              window: float = 60.0) -> tuple[bool, tuple[float, float, float], float]:
+        """Per-key bucket (capacity = the limit per ``window`` seconds, refilling over it)."""
         now = time.monotonic()
-        rate = limit / 60.0
+        rate = limit / window
         with self._lock:
             tokens, last = self._buckets.get((key, kind), [limit, now])
             tokens = min(limit, tokens + (now - last) * rate)
@@ -236,6 +316,8 @@ class Record:
         self.peak_concurrency = 0
         self.request_ids: list[str] = []
         self.auth_headers_seen: list[dict[str, str]] = []
+        self.refused: Counter[str] = Counter()
+        self.handler_errors: list[str] = []
 
     def begin(self, req: Request) -> None:
         with self._lock:
@@ -255,6 +337,25 @@ class Record:
         with self._lock:
             self.in_flight -= 1
 
+    def throttled(self) -> None:
+        with self._lock:
+            self.sent_429 += 1
+
+    def fault(self, kind: str) -> None:
+        with self._lock:
+            self.faults[kind] += 1
+
+    def rejected(self, violation: Violation) -> None:
+        with self._lock:
+            self.refused[violation.param or "(body)"] += 1
+
+    def handler_error(self, exc: BaseException) -> None:
+        """Keep an exception a handler raised (one line: type, message, where)."""
+        where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        at = f" at {where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}" if where else ""
+        with self._lock:
+            self.handler_errors.append(f"{type(exc).__name__}: {exc}{at}")
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -265,7 +366,52 @@ class Record:
                 "faults": dict(self.faults),
                 "peak_concurrency": self.peak_concurrency,
                 "in_flight": self.in_flight,
+                "refused": dict(self.refused),
+                "handler_errors": list(self.handler_errors),
             }
+
+
+def parse_multipart(req: Request) -> dict[str, Any]:
+    """A multipart/form-data body: text fields as ``str``, files as :class:`Upload`; repeated
+    ``name[]`` fields gather into a list under ``name``, ``name[key]`` into a dict."""
+    ctype = req.headers.get("content-type", "")
+    if "boundary=" not in ctype:
+        return {}
+    boundary = ctype.split("boundary=", 1)[1].split(";")[0].strip().strip('"').encode()
+    fields: dict[str, Any] = {}
+    for part in req.body.split(b"--" + boundary):
+        if not part.strip() or part.strip() == b"--":
+            continue
+        head, _, data = part.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        data = data[:-2] if data.endswith(b"\r\n") else data
+        name = filename = part_type = None
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "content-type":
+                part_type = value.strip()
+            elif key.strip().lower() == "content-disposition":
+                for item in value.split(";"):
+                    k, _, v = item.strip().partition("=")
+                    if k == "name":
+                        name = v.strip('"')
+                    elif k == "filename":
+                        filename = v.strip('"')
+        if not name:
+            continue
+        field: Any = (Upload(filename, data, part_type) if filename is not None
+                      else data.decode("utf-8", "replace"))
+        base, _, sub = name.partition("[")
+        if not sub:
+            fields[name] = field
+        elif sub == "]":
+            if not isinstance(fields.get(base), list):
+                fields[base] = []
+            fields[base].append(field)
+        else:
+            if not isinstance(fields.get(base), dict):
+                fields[base] = {}
+            fields[base][sub.rstrip("]")] = field
+    return fields
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -306,16 +452,20 @@ class _Handler(BaseHTTPRequestHandler):
         return b""
 
     def _handle(self) -> None:
+        self._answered = False
         parts = urlsplit(self.path)
         body = self._read_body()
         segs = parts.path.split("/", 2)
-        service = self.server.services.get(segs[1] if len(segs) > 1 else "")
+        prefix = segs[1] if len(segs) > 1 else ""
+        service = self.server.services.get(prefix)
         if service is None:
             self._send(404, {"error": f"no emulated service at {parts.path}"}, "application/json", {})
             return
         sub = "/" + (segs[2] if len(segs) > 2 else "")
         headers = {k.lower(): v for k, v in self.headers.items()}
-        req = Request(self.command, sub, parse_qs(parts.query), headers, body, None, {})
+        host = headers.get("host") or "{}:{}".format(*self.server.server_address[:2])
+        req = Request(self.command, sub, parse_qs(parts.query), headers, body, None, {},
+                      root=f"http://{host}/{prefix}")
         req.key = service.read_key(req)
         sem = service.capacity()
         if sem is not None:
@@ -323,6 +473,14 @@ class _Handler(BaseHTTPRequestHandler):
         service.record.begin(req)
         try:
             self._serve(service, req)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a bug in a handler: answer anyway, and keep it for the tests
+            service.record.handler_error(exc)
+            if self._answered:
+                self.close_connection = True
+            else:
+                self._reply(service.internal_error())
         finally:
             service.record.end()
             if sem is not None:
@@ -334,51 +492,50 @@ class _Handler(BaseHTTPRequestHandler):
         delay = random.uniform(*lat) if isinstance(lat, tuple) else lat
         if delay:
             time.sleep(delay)
-        if cfg.keys is None or len(cfg.keys) > 0:
-            if not req.key or (cfg.keys is not None and req.key not in cfg.keys):
-                return self._reply(service.error(401, "Incorrect API key provided.",
-                                                 "invalid_request_error", "invalid_api_key"))
-        handler, params, path_known = service.route(req.method, req.path)
-        if handler is None:
+        route, handler, params, path_known = service.route(req.method, req.path)
+        needs_key = (route is None or route.auth) and (cfg.keys is None or len(cfg.keys) > 0)
+        if needs_key and (not req.key or (cfg.keys is not None and req.key not in cfg.keys)):
+            return self._reply(service.error(401, "Incorrect API key provided.",
+                                             "invalid_request_error", "invalid_api_key"))
+        if route is None or handler is None:
             status = 405 if path_known else 404
             return self._reply(service.error(status, f"Unknown request URL: {req.method} {req.path}",
                                              "invalid_request_error", "unknown_url"))
         req.params = params
+        if not route.auth:  # fetched without a key (a file URL): no limits, no faults
+            return self._answer(service, route, handler, req, None)
         ok, rl_headers, wait, which = service.limits(req.key or "", service.estimate_tokens(req))
         if not ok:
-            with service.record._lock:
-                service.record.sent_429 += 1
-            headers = dict(rl_headers)
-            headers["retry-after"] = str(max(1, int(wait + 0.999)))
-            headers["retry-after-ms"] = str(int(wait * 1000) + 1)
-            return self._reply(service.error(
-                429, f"Rate limit reached for {which} per minute. Please try again in {wait:.3f}s.",
-                which, "rate_limit_exceeded", headers=headers))
+            return self._reply(service.throttled(which, wait, rl_headers))
         fault = service.next_fault()
         if fault:
-            with service.record._lock:
-                service.record.faults[fault] += 1
+            service.record.fault(fault)
         if fault in ("500", "503"):
             return self._reply(service.error(int(fault), "The server had an error while processing "
                                              "your request.", "server_error"))
         if fault == "429":
-            with service.record._lock:
-                service.record.sent_429 += 1
-            return self._reply(service.error(429, "Rate limit reached (injected).", "requests",
-                                             "rate_limit_exceeded",
-                                             headers={"retry-after": "1", "retry-after-ms": "50"}))
+            wait = FAULT_RETRY_AFTER
+            return self._reply(service.throttled("requests", wait, service.exhausted_headers(wait)))
         if fault == "reset":
             return self._reset()
         if fault == "timeout":
             time.sleep(cfg.faults.timeout_delay)
+        self._answer(service, route, handler, req, fault, rl_headers)
+
+    def _answer(self, service: Service, route: Route, handler: Handler, req: Request,
+                fault: str | None, rl_headers: Mapping[str, str] = {}) -> None:
+        """Check the request against the route's rules, run the handler, send what it made."""
+        if route.rules is not None:
+            refusal = service.admit(route.rules, req)
+            if refusal is not None:
+                return self._reply(refusal)
         try:
             answer = handler(req)
         except APIFailure as exc:
             return self._reply(service.error(exc.status, exc.message, exc.kind, exc.code, exc.param))
-        if isinstance(answer, Stream):
-            answer.headers.update(rl_headers)
-            return self._stream(service, answer, fault)
         answer.headers.update(rl_headers)
+        if isinstance(answer, Stream):
+            return self._stream(service, answer, fault)
         if fault == "malformed":
             answer = Reply(200, b'{"id": "x", "choices": [', answer.headers)
         elif fault == "bad_utf8":
@@ -403,6 +560,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: Any, ctype: str, headers: Mapping[str, str]) -> None:
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
+        self._answered = True
         self.send_response(status)
         self.send_header("content-type", ctype)
         self.send_header("content-length", str(len(body)))
@@ -412,6 +570,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _reset(self) -> None:
+        self._answered = True
         try:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         except OSError:
@@ -421,6 +580,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _truncated(self, reply: Reply) -> None:
         body = self._encode(reply)
+        self._answered = True
         self.send_response(reply.status)
         self.send_header("content-type", reply.content_type)
         self.send_header("content-length", str(len(body) + 100))
@@ -430,6 +590,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._reset()
 
     def _stream(self, service: Service, stream: Stream, fault: str | None) -> None:
+        self._answered = True
         self.send_response(200)
         self.send_header("content-type", stream.content_type)
         self.send_header("transfer-encoding", "chunked")
@@ -444,19 +605,25 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     return self._reset()
                 if fault == "stream_error" and i == 2:
-                    chunk = service.stream_error_chunk()
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self._chunk(service.stream_error_chunk())
                     break
                 if fault == "malformed" and i == 2:
                     chunk = b"data: {not json\n\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self._chunk(chunk)
                 if delay:
                     self.wfile.flush()
                     time.sleep(delay)
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            return
+        except Exception as exc:  # the stream's generator raised: end the stream in-band
+            service.record.handler_error(exc)
+            self._chunk(service.stream_error_chunk())
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -478,3 +645,66 @@ def go_duration(seconds: float) -> str:
         return f"{int(minutes)}m{rest:.0f}s" if rest == int(rest) else f"{int(minutes)}m{rest:.3g}s"
     return f"{rest:.3g}s"
 
+
+
+# -- deterministic content, for every service ---------------------------------------------------
+
+_WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
+    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
+
+
+def count_tokens(text: str) -> int:
+    """The emulator's token count: about four characters a token."""
+    return max(1, len(text) // 4) if text else 0
+
+
+def reply_text(prompt: str, seed: int, max_words: int = 12, variant: int = 0) -> str:
+    """Deterministic reply words for ``prompt`` (``variant``: the choice index, for ``n``)."""
+    if max_words <= 0:
+        return ""
+    key = f"{seed}:{prompt}" if not variant else f"{seed}:{variant}:{prompt}"
+    digest = hashlib.sha256(key.encode()).digest()
+    n = max(1, min(max_words, 3 + digest[0] % 10))
+    return " ".join(_WORDS[digest[(i + 1) % 32] % len(_WORDS)] for i in range(n))
+
+
+def embedding_for(text: str, dim: int, seed: int = 0) -> np.ndarray:
+    """A unit vector that is a stable function of ``text`` (and the seed)."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:8], "little")
+    v = np.random.default_rng(h).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def content_text(content: Any) -> str:
+    """The text of a message's content: a string, or the ``text`` of each part or block."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def tool_arguments(schema: Any, word: str) -> dict[str, Any]:
+    """Arguments for a tool, one value per property of its JSON schema, of the right type
+    (type names in any case: OpenAPI's ``OBJECT``/``STRING`` as Gemini writes them too)."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    sample = {"string": word, "integer": len(word), "number": len(word) / 2, "boolean": True,
+              "array": [word], "object": {}}
+    out = {}
+    for name, spec in (props or {}).items():
+        spec = spec if isinstance(spec, dict) else {}
+        out[name] = (spec["enum"][0] if spec.get("enum")
+                     else sample.get(str(spec.get("type")).lower(), word))
+    return out
+
+
+def pieces(text: str, size: int = 8) -> list[str]:
+    """``text`` cut into pieces of ``size`` characters (at least one, maybe empty)."""
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def sse_event(obj: Any) -> bytes:
+    """One data-only SSE event carrying ``obj`` as JSON."""
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"

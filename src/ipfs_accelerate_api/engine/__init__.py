@@ -39,7 +39,7 @@ from .keys import KeyPool, KeyState, RateLimitInfo
 from .retry import counts_against_breaker, is_retryable, server_delay
 from .tracking import RequestRecord, Tracker
 
-__all__ = ["Attempt", "Engine", "OpResult", "RateLimitInfo"]
+__all__ = ["Attempt", "Engine", "OpResult", "RateLimitInfo", "check_priority"]
 
 log = logging.getLogger("ipfs_accelerate_api.engine")
 
@@ -61,12 +61,24 @@ class OpResult:
 
 @dataclass
 class Attempt:
-    """Passed to an operation: who is calling, with which key, which try this is."""
+    """Passed to an operation: who is calling, with which key, which try this is, and the
+    request's deadline (an instant of the engine's clock, :func:`time.monotonic` unless one
+    was injected; None: no deadline) that the operation must not outlive."""
 
     request_id: str
     key: Secret | None
     number: int
     deadline: float | None
+
+
+_PRIORITIES = frozenset(int(p) for p in Priority)
+
+
+def check_priority(priority: Any) -> None:
+    """One check for every path (inline, queued, batched): a :class:`Priority` or its value."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority not in _PRIORITIES:
+        raise ValueError(f"priority must be one of {', '.join(f'Priority.{p.name} ({int(p)})' for p in Priority)}; "
+                         f"got {priority!r}")
 
 
 class _InlineFuture:
@@ -132,29 +144,46 @@ class _Call:
     attempts: int = 0
     started: float | None = None
     last_key: str | None = None
+    in_attempt: bool = False
+    expiry_armed: bool = False
 
 
 class _Scheduler:
-    """Holds calls that wait (backoff, cooldown, limiter) and re-queues them when due.
-    One thread, started on first use; no worker is held while a call waits."""
+    """Holds calls that wait (backoff, cooldown, limiter) and re-queues them when due, and
+    the deadlines of queued calls (``expire``). One thread, started on first use; no worker
+    is held while a call waits."""
 
-    def __init__(self, requeue: Callable[[_Call], None], clock: Callable[[], float]) -> None:
+    _REQUEUE, _EXPIRE = 0, 1
+
+    def __init__(self, requeue: Callable[[_Call], None], expire: Callable[[_Call], None],
+                 clock: Callable[[], float]) -> None:
         self._requeue = requeue
+        self._expire = expire
         self._clock = clock
-        self._heap: list[tuple[float, int, _Call]] = []
+        self._heap: list[tuple[float, int, int, _Call]] = []
         self._seq = itertools.count()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._waiting = 0
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._waiting
 
     def add(self, call: _Call, delay: float) -> None:
+        """Re-queue ``call`` in ``delay`` seconds."""
+        self._push(self._clock() + delay, self._REQUEUE, call)
+
+    def expire_at(self, call: _Call, when: float) -> None:
+        """Call ``expire(call)`` at ``when`` (it decides whether the call is still waiting)."""
+        self._push(when, self._EXPIRE, call)
+
+    def _push(self, when: float, kind: int, call: _Call) -> None:
         with self._cv:
             if self._closed:
                 raise ClientClosed("backend closed")
-            heapq.heappush(self._heap, (self._clock() + delay, next(self._seq), call))
+            heapq.heappush(self._heap, (when, next(self._seq), kind, call))
+            self._waiting += kind == self._REQUEUE
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ipfs-accel-scheduler",
                                                 daemon=True)
@@ -169,14 +198,16 @@ class _Scheduler:
                     self._cv.wait(timeout)
                 if self._closed:
                     return
-                _, _, call = heapq.heappop(self._heap)
-            self._requeue(call)
+                _, _, kind, call = heapq.heappop(self._heap)
+                self._waiting -= kind == self._REQUEUE
+            (self._requeue if kind == self._REQUEUE else self._expire)(call)
 
     def close(self) -> list[_Call]:
         with self._cv:
             self._closed = True
-            pending = [c for _, _, c in self._heap]
+            pending = [c for _, _, kind, c in self._heap if kind == self._REQUEUE]
             self._heap.clear()
+            self._waiting = 0
             self._cv.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
@@ -233,7 +264,7 @@ class Engine:
         self._breaker = circuit if circuit is not None else CircuitBreaker(
             bp.failure_threshold, bp.recovery_timeout, bp.half_open_max_calls, bp.success_threshold)
         self._tracker = Tracker(name, on_request_end)
-        self._scheduler = _Scheduler(self._requeue, clock)
+        self._scheduler = _Scheduler(self._requeue, self._expire, clock)
         self._ratelimit_parser = ratelimit_parser
         self._max_concurrency = max_concurrency
         # One slot per request in flight, taken by workers and by callers that run inline.
@@ -247,15 +278,20 @@ class Engine:
     def submit(self, operation: Callable[[Attempt], Any], *, op_name: str = "call",
                priority: int = Priority.NORMAL, est_tokens: float = 0.0,
                deadline: float | None = None) -> Future:
-        """Queue ``operation``; the returned future resolves to its value or its error."""
+        """Queue ``operation``; the returned future resolves to its value or its error.
+
+        ``deadline`` (seconds from now; default ``RetryPolicy.deadline``) bounds the whole
+        call: queueing, attempts and the waits between them."""
         if self._closed:
             raise ClientClosed(f"{self.name}: backend is closed")
+        check_priority(priority)
         now = self._clock()
         limit = deadline if deadline is not None else self.retry.deadline
         call = _Call(operation, op_name, int(priority), float(est_tokens), Future(), now,
                      None if limit is None else now + limit)
         self._ensure_workers()
         self._tracker.submit()
+        self._arm_expiry(call)
         try:
             self._queue.put(call, call.priority)
         except QueueFull as exc:
@@ -275,6 +311,7 @@ class Engine:
         """
         if self._closed:
             raise ClientClosed(f"{self.name}: backend is closed")
+        check_priority(priority)
         if self._queue.empty() and self._slots.try_take():
             now = self._clock()
             limit = deadline if deadline is not None else self.retry.deadline
@@ -324,9 +361,25 @@ class Engine:
         if isinstance(call.future, _InlineFuture):  # leaving the caller's thread: make it real
             call.future = Future()
         try:
+            self._arm_expiry(call)
             self._scheduler.add(call, max(MIN_RETRY_DELAY, delay))
         except ClientClosed as exc:
             self._finish(call, exc)
+
+    def _arm_expiry(self, call: _Call) -> None:
+        """A call with a deadline ends at its deadline, even while it waits in the queue."""
+        if call.deadline is not None and not call.expiry_armed:
+            call.expiry_armed = True
+            self._scheduler.expire_at(call, call.deadline)
+
+    def _expire(self, call: _Call) -> None:
+        # An attempt in progress is bounded by the operation itself (the transport cuts it
+        # at the deadline); a call between attempts or in the queue ends here.
+        if not call.in_attempt and not call.future.done():
+            log.debug("%s %s %s: deadline passed while waiting", self.name, call.op_name, call.id)
+            self._finish(call, APITimeoutError(
+                f"{self.name}: deadline passed after {call.attempts} attempt(s) while waiting",
+                backend=self.name))
 
     # -- the worker -----------------------------------------------------------------------
     def _work(self) -> None:
@@ -382,15 +435,19 @@ class Engine:
         if call.started is None:
             call.started = now
         attempt = Attempt(call.id, key.secret, call.attempts, call.deadline)
+        call.in_attempt = True
         try:
             result = call.operation(attempt)
         except AcceleratorError as exc:
+            call.in_attempt = False
             self._failed(call, key, exc)
             return
         except BaseException:
+            call.in_attempt = False
             self._breaker.record_success()  # a bug in an operation is not the endpoint's fault
             self._keys.release(key, ok=False)
             raise
+        call.in_attempt = False
         self._breaker.record_success()
         if isinstance(result, OpResult):
             used = result.prompt_tokens + result.completion_tokens
@@ -419,6 +476,8 @@ class Engine:
         headers = getattr(exc, "headers", None) or {}
         self._learn(key, headers)
         hint = server_delay(headers) if headers else None
+        if hint is None:
+            hint = getattr(exc, "retry_after", None)  # a hint from the body, set by the adapter
         extra_try = False
         if isinstance(exc, APIStatusError):
             if exc.status == 429:

@@ -63,6 +63,12 @@ class KeyState:
         }
 
 
+def reset_or_pace(reset: float | None, rate: float) -> float:
+    """The server's reset time, or one refill period of a bucket of ``rate`` when it gave
+    none (so an exhausted window without a reset is empty, not granting at once)."""
+    return reset if reset is not None else 1.0 / rate
+
+
 class KeyPool:
     """Thread-safe pool of keys for one backend.
 
@@ -195,11 +201,14 @@ class KeyPool:
             return sum(1 for k in self._keys if k.disabled is None)
 
     def sync(self, key: KeyState, info: RateLimitInfo) -> None:
-        """Align the key's buckets with the server's rate-limit headers."""
-        if key.requests_bucket is not None and info.remaining_requests is not None:
-            key.requests_bucket.sync(info.remaining_requests, info.reset_requests or 0.0)
-        if key.tokens_bucket is not None and info.remaining_tokens is not None:
-            key.tokens_bucket.sync(info.remaining_tokens, info.reset_tokens or 0.0)
+        """Align the key's buckets with the server's rate-limit headers. An exhausted window
+        without a reset time gets its next unit at the bucket's own pace (one refill period)."""
+        for bucket, remaining, reset in ((key.requests_bucket, info.remaining_requests,
+                                          info.reset_requests),
+                                         (key.tokens_bucket, info.remaining_tokens,
+                                          info.reset_tokens)):
+            if bucket is not None and remaining is not None:
+                bucket.sync(remaining, reset_or_pace(reset, bucket.rate))
 
     def stats(self) -> dict[str, dict[str, Any]]:
         now = self._clock()

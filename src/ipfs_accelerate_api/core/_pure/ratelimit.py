@@ -190,14 +190,15 @@ class TokenBucket:
         The server says ``remaining`` units are left and its window refills ``reset_after``
         seconds from now. The level is lowered to ``remaining`` (never raised: our own count
         already covers requests still in flight); when ``remaining`` is 0 the bucket grants
-        nothing until ``reset_after`` has passed.
+        nothing before ``reset_after`` and its next unit exactly then (the level is set to
+        ``1 - reset_after * rate``), not one refill period later.
         """
         remaining = max(0.0, float(remaining))
         reset_after = max(0.0, float(reset_after))
         now = self._clock()
         with self._lock:
             self._refill(now)
-            target = remaining if remaining > 0 else -reset_after * self._rate
+            target = remaining if remaining > 0 else 1.0 - reset_after * self._rate
             if target < self._tokens:
                 self._tokens = target
 

@@ -95,15 +95,34 @@ def check_k(k: Any, n: int) -> int:
     return int(k)
 
 
+#: Below this a sum of squares has lost precision to underflow; such rows, and rows whose
+#: squares overflow, are redone scaled by their largest magnitude.
+_TINY_SQUARE = {np.dtype(np.float32): 2.0 ** -100, np.dtype(np.float64): 2.0 ** -900}
+
+
 def _inverse_norms(x: Array) -> Array:
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    inv = np.zeros_like(norms)
-    np.divide(1.0, norms, out=inv, where=norms > 0)
+    """1 / each row's L2 norm, exact for tiny and huge rows too; 0 for a zero row and for a
+    row whose norm is below the dtype's smallest normal number (its inverse would overflow)."""
+    squares = np.einsum("ij,ij->i", x, x)
+    inv = np.zeros_like(squares)
+    np.divide(1.0, np.sqrt(squares), out=inv, where=squares > 0)
+    redo = ~((squares >= _TINY_SQUARE[x.dtype]) & np.isfinite(squares))
+    if redo.any():
+        rows = x[redo]
+        big = np.abs(rows).max(axis=1) if rows.shape[1] else np.zeros(len(rows), x.dtype)
+        fine = (big > 0) & np.isfinite(big)
+        with np.errstate(all="ignore"):
+            scaled = rows[fine] / big[fine, None]
+            fixed = inv[redo]
+            fixed[fine] = 1.0 / (big[fine] * np.sqrt(np.einsum("ij,ij->i", scaled, scaled)))
+        fixed[np.isinf(fixed)] = 0  # a norm below the smallest normal: treated as a zero row
+        inv[redo] = fixed
     return inv
 
 
 def l2_normalize(x: Any, out: Array | None = None) -> Array:
-    """Each row scaled to unit L2 norm (zero rows stay zero)."""
+    """Each row scaled to unit L2 norm (zero rows stay zero, and so do rows whose norm is
+    below the dtype's smallest normal number, about 1.2e-38 for float32)."""
     arr = as_float_array(x, "x")
     result = check_out(arr, out)
     rows, _ = as_rows(arr, "x")
@@ -160,15 +179,16 @@ def top_k(
         q1 = min(q0 + QUERY_BLOCK, nq)
         best_s = np.full((q1 - q0, k), -np.inf, dtype=q.dtype)
         best_i = np.full((q1 - q0, k), -1, dtype=np.int64)
+        # Queries are scaled up front (a small copy of one block): a dot product of two tiny
+        # or two huge rows would underflow or overflow before any scaling after it.
+        qb = q[q0:q1] if inv_q is None else q[q0:q1] * inv_q[q0:q1, None]
         for c0 in range(0, nc, CORPUS_BLOCK):
             c1 = min(c0 + CORPUS_BLOCK, nc)
-            block = q[q0:q1] @ c[c0:c1].T  # the only large temporary: one block
+            block = qb @ c[c0:c1].T  # the only large temporary: one block
             if inv_c is not None:
                 block *= inv_c[c0:c1]
             for r in range(q1 - q0):
                 _merge_row(block[r], c0, best_s[r], best_i[r])
-        if inv_q is not None:
-            best_s *= inv_q[q0:q1, None]
         out_s[q0:q1] = best_s
         out_i[q0:q1] = best_i
     if q_1d:

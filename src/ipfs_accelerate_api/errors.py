@@ -148,9 +148,12 @@ class ContentFilteredError(APIError):
     ``reason`` holds the service's own word for why (``SAFETY``, ``PROHIBITED_CONTENT``...).
     Not retried: the same request gets the same verdict."""
 
-    def __init__(self, message: str, *, reason: str | None = None, **kwargs: Any):
+    def __init__(self, message: str, *, reason: str | None = None, partial_text: str = "",
+                 **kwargs: Any):
         super().__init__(message, **kwargs)
         self.reason = reason
+        #: In a stream: the text that arrived before the verdict.
+        self.partial_text = partial_text
 
 
 class ResponseFormatError(APIError):

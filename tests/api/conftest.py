@@ -43,7 +43,8 @@ def backends(emu):
     made = []
 
     def factory(name, **options):
-        options.setdefault("base_url", emu.base_url(name))
+        if "base_url" not in options:  # aliases ("google") have no emulator service of their own
+            options["base_url"] = emu.base_url(name)
         if "api_keys" not in options:
             options.setdefault("api_key", "sk-test")
         options.setdefault("retry", FAST_RETRY)

@@ -346,3 +346,19 @@ def test_env_prefixes(emu, monkeypatch) -> None:
     with backend("google", base_url=emu.base_url("gemini")) as ai:
         ai.list_models()
     assert emu.record("gemini").auth_headers_seen[-1] == {"x-goog-api-key": "AIza-env"}
+
+
+def test_a_safety_stop_mid_stream_keeps_its_type_and_the_text_so_far() -> None:
+    events = [{"candidates": [{"content": {"role": "model", "parts": [{"text": "Once upon "}]}}]},
+              {"candidates": [{"content": {"parts": [{"text": ""}]}, "finishReason": "SAFETY"}]}]
+    with HostileServer() as server:
+        server.ctype = "text/event-stream"
+        server.body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+        with backend("gemini", base_url=server.url, api_key="k-test",
+                     retry=RetryPolicy(max_retries=0)) as ai:
+            got = []
+            with pytest.raises(ContentFilteredError) as info:
+                for chunk in ai.stream_chat(MSG, model=MODEL):
+                    got.append(chunk.text)
+    assert got == ["Once upon "] and info.value.partial_text == "Once upon "
+    assert info.value.reason == "SAFETY"

@@ -32,6 +32,8 @@ class ChatRow:
 CHAT_BACKENDS = [
     ChatRow("openai", "openai", "gpt-4o-mini"),
     ChatRow("groq", "groq", "llama-3.1-8b-instant"),
+    ChatRow("claude", "claude", "claude-sonnet-4-5"),
+    ChatRow("gemini", "gemini", "gemini-2.0-flash"),
 ]
 
 

@@ -42,6 +42,7 @@ from ..errors import (
     APIStatusError,
     APITimeoutError,
     ConfigurationError,
+    ContentFilteredError,
     ResponseFormatError,
     StreamInterrupted,
     StreamTimeoutError,
@@ -236,7 +237,11 @@ class Backend:
     """
 
     name = "base"
-    env_prefix = "BASE"
+    #: Environment prefixes for keys, tried in order (``OPENAI`` -> ``OPENAI_API_KEY``...).
+    env_prefix: str | tuple[str, ...] = "BASE"
+    #: Headers every request of this service carries unless the caller's ``headers=`` sets
+    #: them (Anthropic's ``anthropic-version``); the key's headers come from ``_auth_headers``.
+    default_headers: Mapping[str, str] = {}
     default_base_url = ""
     requires_key = True
     request_id_header = "x-request-id"
@@ -283,7 +288,8 @@ class Backend:
         if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) \
                 or not math.isfinite(batch_timeout) or batch_timeout < 0:
             raise ConfigurationError(f"batch_timeout must be a finite number >= 0, got {batch_timeout!r}")
-        self._extra_headers = self._check_headers(headers)
+        self._extra_headers = self._merge_headers(self.default_headers,
+                                                  self._check_headers(headers))
         self._keys: tuple[Secret, ...] = creds.keys
         self._key_pattern = _key_pattern(creds.keys)
         self._transport = Transport(timeouts=timeout, maxsize=max_concurrency, verify=verify)
@@ -320,6 +326,11 @@ class Backend:
     def _ratelimit_info(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None
 
+    def _error_class(self, status: int, body: Any, code: str | None) -> type[APIStatusError]:
+        """The exception class for an error answer; by status, unless a service says more in
+        its body (Google answers a bad key with 400 ``API_KEY_INVALID``)."""
+        return status_error_class(status)
+
     def _retry_hint(self, body: Any) -> float | None:
         """Seconds to wait that an error *body* asks for (headers are read by the engine)."""
         return None
@@ -338,6 +349,12 @@ class Backend:
                 raise ConfigurationError(f"headers: {name!r} is not a valid header name")
             out[name] = check_header_value(value, f"headers[{name!r}]")
         return out
+
+    @staticmethod
+    def _merge_headers(defaults: Mapping[str, str], given: dict[str, str]) -> dict[str, str]:
+        """The service's default headers, overridden (case-insensitively) by the caller's."""
+        taken = {k.lower() for k in given}
+        return {**{k: v for k, v in defaults.items() if k.lower() not in taken}, **given}
 
     def _headers(self, attempt: Attempt, content_type: str | None = "application/json") -> dict[str, str]:
         h = {"X-Request-ID": attempt.request_id, "Accept": "application/json",
@@ -389,7 +406,7 @@ class Backend:
             message, code = str(body)[:500], None
         if not isinstance(code, str):
             code = None
-        cls = status_error_class(resp.status)
+        cls = self._error_class(resp.status, body, code)
         headers = {k: self._redact(v) for k, v in resp.headers.items()}
         err = cls(self._redact(str(message)), status=resp.status,
                   request_id=headers.get(self.request_id_header), backend=self.name,
@@ -516,8 +533,8 @@ class Backend:
 
     def _interrupted(self, exc: Exception, partial: str) -> Exception:
         """The error for a stream that broke after it started, carrying the text so far."""
-        if isinstance(exc, StreamInterrupted):
-            if not exc.partial_text:
+        if isinstance(exc, (StreamInterrupted, ContentFilteredError)):
+            if not exc.partial_text:  # a filter verdict mid-stream keeps its type
                 exc.partial_text = partial
             return self._scrub(exc)
         cls = StreamTimeoutError if isinstance(exc, APITimeoutError) else StreamInterrupted

@@ -322,16 +322,14 @@ _EVENTS = frozenset({"message_start", "content_block_start", "content_block_delt
 
 class ClaudeBackend(Backend):
     name = "claude"
-    env_prefix = ("ANTHROPIC", "CLAUDE")  # type: ignore[assignment]  # the base says str
+    env_prefix = ("ANTHROPIC", "CLAUDE")
+    default_headers = {"anthropic-version": API_VERSION}  # the caller's headers= may override
     default_base_url = "https://api.anthropic.com"
     request_id_header = "request-id"
 
     # -- conventions ----------------------------------------------------------------------
     def _auth_headers(self, key: Secret | None) -> dict[str, str]:
-        h = {} if key is None else {"x-api-key": key.reveal()}
-        if not any(k.lower() == "anthropic-version" for k in self._extra_headers):
-            h["anthropic-version"] = API_VERSION  # unless the caller set one with headers=
-        return h
+        return {} if key is None else {"x-api-key": key.reveal()}
 
     def _error_message(self, body: Any) -> tuple[str, str | None]:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):

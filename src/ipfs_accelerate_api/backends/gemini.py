@@ -317,7 +317,7 @@ class _Stream(StreamParser):
 
 class GeminiBackend(Backend):
     name = "gemini"
-    env_prefix = ("GEMINI", "GOOGLE")  # type: ignore[assignment]  # base says str; tuples work
+    env_prefix = ("GEMINI", "GOOGLE")
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     embed_max_items = 100  # batchEmbedContents takes at most 100 requests
 
@@ -347,17 +347,12 @@ class GeminiBackend(Backend):
                 return parse_duration(d["retryDelay"].strip())
         return None
 
-    def _status_error(self, resp: Response) -> APIStatusError:
+    def _error_class(self, status: int, body: Any, code: str | None) -> type[APIStatusError]:
         """Google answers a bad key with 400 ``INVALID_ARGUMENT``: an authentication error."""
-        err = super()._status_error(resp)
-        if err.status == 400 and (err.code == "API_KEY_INVALID"
-                                  or "API key not valid" in err.message):
-            auth = AuthenticationError(err.message, status=err.status, request_id=err.request_id,
-                                       backend=err.backend, body=err.body, code=err.code,
-                                       headers=err.headers)
-            auth.retry_after = err.retry_after
-            return auth
-        return err
+        if status == 400 and (code == "API_KEY_INVALID"
+                              or "API key not valid" in self._error_message(body)[0]):
+            return AuthenticationError
+        return super()._error_class(status, body, code)
 
     @staticmethod
     def _estimate(body: Mapping[str, Any], encoded: bytes) -> int:

@@ -53,16 +53,32 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PKG = "src/ipfs_accelerate_api"
 
-#: name -> (module path below the root, test paths, functions/classes only, pure twin)
+#: name -> (module path below the root, test paths, functions/classes only, pure twin).
+#: The test paths are the files that pin the module (a mutant runs only the tests among them
+#: that execute its line); ``--tests`` replaces them.
+_API = "tests/api"
 PRESETS: dict[str, tuple[str, list[str], list[str], bool]] = {
-    "keys": (f"{PKG}/engine/keys.py", ["tests"], [], False),
-    "retry": (f"{PKG}/engine/retry.py", ["tests"], [], False),
-    "config": (f"{PKG}/config.py", ["tests"], [], False),
-    "transport": (f"{PKG}/transport.py", ["tests"],
+    "keys": (f"{PKG}/engine/keys.py",
+             [f"{_API}/{f}.py" for f in ("test_keys", "test_engine", "test_resilience",
+                                          "test_retry_rules", "test_openai_backend")], [], False),
+    "retry": (f"{PKG}/engine/retry.py",
+              [f"{_API}/{f}.py" for f in ("test_retry_rules", "test_units", "test_keys",
+                                           "test_engine", "test_resilience")], [], False),
+    "config": (f"{PKG}/config.py",
+               [f"{_API}/{f}.py" for f in ("test_credentials", "test_retry_rules", "test_units",
+                                            "test_hardening", "test_openai_backend")], [], False),
+    "transport": (f"{PKG}/transport.py",
+                  [f"{_API}/{f}.py" for f in ("test_transport_readers", "test_units",
+                                               "test_hardening", "test_resilience",
+                                               "test_openai_backend", "test_async_stream")],
                   ["Transport.request", "_lines", "_decode", "iter_sse", "iter_ndjson",
                    "SSEEvent", "Response.json"], False),
-    "ratelimit": (f"{PKG}/core/_pure/ratelimit.py", ["tests"], [], True),
-    "breaker": (f"{PKG}/core/_pure/breaker.py", ["tests"], [], True),
+    "ratelimit": (f"{PKG}/core/_pure/ratelimit.py",
+                  ["tests/core", *(f"{_API}/{f}.py" for f in ("test_keys", "test_engine",
+                                                               "test_resilience"))], [], True),
+    "breaker": (f"{PKG}/core/_pure/breaker.py",
+                ["tests/core", *(f"{_API}/{f}.py" for f in ("test_engine", "test_resilience",
+                                                             "test_retry_rules"))], [], True),
 }
 
 PYTEST_BASE = ["-p", "no:cacheprovider", "-q", "--no-header"]

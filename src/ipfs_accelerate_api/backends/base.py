@@ -527,7 +527,7 @@ class Backend:
                     raise StreamInterrupted(f"{name}: stream ended without its terminator",
                                             partial_text="".join(received), backend=name)
 
-            return OpResult(rest(), headers=resp.headers)
+            return OpResult(rest(), headers=resp.headers, stream=True)
 
         return Plan(self._http(method, path, parse, body=body, stream=True), est_tokens)
 

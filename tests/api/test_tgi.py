@@ -332,3 +332,21 @@ def test_chat_finish_reasons_of_older_servers_are_unified() -> None:
             assert ai.chat(HI).finish_reason == "stop"
         finally:
             ai.close()
+
+
+def test_details_come_only_when_asked(make) -> None:
+    """TGI leaves ``details`` out unless asked: the usage then comes from its headers, and a
+    stream has no finish reason or usage; the default asks for them."""
+    ai = make()
+    bare = ai.complete(PROMPT, max_tokens=3, details=False)
+    assert "details" not in bare.raw and bare.finish_reason is None
+    assert bare.usage.completion_tokens == 3
+    assert bare.usage.prompt_tokens == len(tgi_tokens(PROMPT))
+    chunks = list(ai.stream_complete(PROMPT, max_tokens=3, details=False))
+    assert chunks[-1].raw["details"] is None and chunks[-1].usage is None
+    assert "".join(c.text for c in chunks) == bare.text
+
+
+def test_max_new_tokens_left_out_runs_to_the_end_of_sequence(make) -> None:
+    r = make().complete(PROMPT)
+    assert r.finish_reason == "stop" and r.raw["details"]["finish_reason"] == "eos_token"

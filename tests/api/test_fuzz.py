@@ -180,6 +180,18 @@ def _gemini_sse(chunks: list[Any]) -> bytes:
     return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
 
 
+def _tgi_sse(events: list[Any]) -> bytes:
+    """TGI's framing: ``data:`` with no space, no terminator."""
+    return b"".join(b"data:" + json.dumps(e).encode() + b"\n\n" for e in events)
+
+
+def _tokens_ok(r: list[dict[str, Any]]) -> None:
+    assert isinstance(r, list)
+    for t in r:
+        assert type(t["id"]) is int and isinstance(t["text"], str)
+        assert type(t["start"]) is int and type(t["stop"]) is int
+
+
 GEMINI_USAGE = {"promptTokenCount": 1, "candidatesTokenCount": 2, "totalTokenCount": 3}
 def _named_sse(events: list[Any]) -> bytes:
     """Anthropic's framing: each event named by its ``type`` (``message`` when it has none)."""
@@ -317,6 +329,34 @@ PARSERS = [
         {"type": "message_stop"}],
         lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
         ctype="text/event-stream", encode=_named_sse),
+    Row("tgi", "complete", {
+        "generated_text": " hi", "details": {
+            "finish_reason": "eos_token", "generated_tokens": 2, "seed": None, "prefill": [],
+            "tokens": [{"id": 1, "text": " hi", "logprob": -0.1, "special": False}]}},
+        lambda ai: ai.complete("hi"), _complete_ok),
+    Row("tgi", "stream_complete", [
+        {"index": 1, "token": {"id": 1, "text": " hi", "logprob": -0.1, "special": False},
+         "generated_text": None, "details": None},
+        {"index": 2, "token": {"id": 2, "text": "</s>", "logprob": -0.1, "special": True},
+         "generated_text": " hi", "details": {"finish_reason": "length", "generated_tokens": 2,
+                                             "seed": None, "input_length": 1}}],
+        lambda ai: list(ai.stream_complete("hi")), _stream_ok,
+        ctype="text/event-stream", encode=_tgi_sse),
+    Row("tgi", "chat", {
+        "id": "c", "model": "tgi", "choices": [{"index": 0, "finish_reason": "eos_token",
+                                                "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
+        lambda ai: ai.chat(MSG), _chat_ok),
+    Row("tgi", "stream_chat", [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "eos_token"}]},
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}],
+        lambda ai: list(ai.stream_chat(MSG)), _stream_ok,
+        ctype="text/event-stream", encode=_sse),
+    Row("tgi", "tokenize", [{"id": 1, "text": "hi", "start": 0, "stop": 2}],
+        lambda ai: ai.tokenize("hi"), _tokens_ok),
+    Row("tgi", "info", {"model_id": "m", "max_concurrent_requests": 128},
+        lambda ai: ai.info(), lambda r: isinstance(r, dict) or pytest.fail()),
 ]
 
 

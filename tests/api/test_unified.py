@@ -34,6 +34,7 @@ CHAT_BACKENDS = [
     ChatRow("groq", "groq", "llama-3.1-8b-instant"),
     ChatRow("claude", "claude", "claude-sonnet-4-5"),
     ChatRow("gemini", "gemini", "gemini-2.0-flash"),
+    ChatRow("tgi", "tgi", "tgi"),
 ]
 
 

@@ -17,6 +17,8 @@ BACKENDS = {
     "google": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
     "claude": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
     "anthropic": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
+    "tgi": "ipfs_accelerate_api.backends.tgi:TGIBackend",
+    "hf_tgi": "ipfs_accelerate_api.backends.tgi:TGIBackend",
 }
 
 

@@ -10,7 +10,8 @@ import binascii
 import json
 import os
 import re
-from typing import IO, Any, Mapping
+from collections.abc import Mapping
+from typing import IO, Any
 
 import numpy as np
 
@@ -23,7 +24,15 @@ from ..errors import ResponseFormatError, StreamInterrupted
 from ..transport import Response, SSEEvent
 from ..types import ChatChunk, ChatMessage, ChatResponse, CompletionResponse, ToolCall, Usage
 from ._shape import as_count, as_dict, as_list, as_str, field, id_list
-from .base import STREAM_END, Backend, Plan, StreamParser, check_messages, estimate_tokens
+from .base import (
+    STREAM_END,
+    Backend,
+    Plan,
+    StreamParser,
+    check_messages,
+    estimate_tokens,
+    unified_finish_reason,
+)
 
 __all__ = ["OpenAIBackend"]
 
@@ -67,6 +76,11 @@ class OpenAIBackend(Backend):
     stream_include_usage = True
     #: The model ``transcribe`` uses when none is named.
     transcribe_model = "whisper-1"
+    #: Prefixed to the chat and model-listing paths (``/v1`` for a server whose base URL is
+    #: its root, as TGI's Messages API).
+    api_prefix = ""
+    #: A compatible server's own finish reasons -> the unified ones (OpenAI's are those).
+    finish_reasons: Mapping[str, str] = {}
 
     # -- conventions ----------------------------------------------------------------------
     def _auth_headers(self, key: Secret | None) -> dict[str, str]:
@@ -120,14 +134,15 @@ class OpenAIBackend(Backend):
             usage = _usage(data.get("usage"))
             return OpResult(
                 ChatResponse(text=content or "", message=message,
-                             finish_reason=as_str(choice.get("finish_reason"),
-                                                  "choices[0].finish_reason", optional=True),
+                             finish_reason=unified_finish_reason(
+                                 choice.get("finish_reason"), self.finish_reasons,
+                                 "choices[0].finish_reason"),
                              usage=usage, model=as_str(data.get("model"), "model", optional=True),
                              request_id=resp.headers.get("x-request-id"), raw=data),
                 usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
         encoded = json.dumps(body).encode()
-        return Plan(self._http("POST", "/chat/completions", parse, body=encoded),
+        return Plan(self._http("POST", self.api_prefix + "/chat/completions", parse, body=encoded),
                     self._estimate(body, encoded))
 
     def _plan_stream_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
@@ -135,7 +150,8 @@ class OpenAIBackend(Backend):
             params.setdefault("stream_options", {"include_usage": True})
         body = self._chat_body(messages, model, {**params, "stream": True})
         encoded = json.dumps(body).encode()
-        return self._stream_plan("/chat/completions", encoded, self._estimate(body, encoded),
+        return self._stream_plan(self.api_prefix + "/chat/completions", encoded,
+                                 self._estimate(body, encoded),
                                  StreamParser.from_function(self._stream_chunk))
 
     def _stream_chunk(self, ev: SSEEvent) -> Any:
@@ -158,8 +174,9 @@ class OpenAIBackend(Backend):
         for i, t in enumerate(tool_calls):
             as_dict(t, f"delta.tool_calls[{i}]")
         return ChatChunk(text=as_str(delta.get("content"), "delta.content", optional=True) or "",
-                         finish_reason=as_str(choice.get("finish_reason"),
-                                              "chunk.finish_reason", optional=True),
+                         finish_reason=unified_finish_reason(choice.get("finish_reason"),
+                                                             self.finish_reasons,
+                                                             "chunk.finish_reason"),
                          usage=usage, tool_calls=tool_calls, raw=obj)
 
     # -- completions ----------------------------------------------------------------------
@@ -229,7 +246,7 @@ class OpenAIBackend(Backend):
         def parse(resp: Response) -> OpResult:
             return OpResult(id_list(resp.json()), headers=resp.headers)
 
-        return Plan(self._http("GET", "/models", parse))
+        return Plan(self._http("GET", self.api_prefix + "/models", parse))
 
     def generate_image(self, prompt: str, *, model: str = "dall-e-3",
                        priority: int = Priority.NORMAL, **params: Any) -> list[bytes | str]:

@@ -41,7 +41,7 @@ FAULT_RETRY_AFTER = 0.05
 NOMINAL_RPM, NOMINAL_TPM = 500, 200_000
 
 FAULT_KINDS = (
-    "500", "503", "429", "reset", "timeout", "truncate", "malformed", "bad_utf8",
+    "500", "503", "424", "429", "reset", "timeout", "truncate", "malformed", "bad_utf8",
     "wrong_shape", "stream_error",
 )
 
@@ -510,7 +510,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = service.next_fault()
         if fault:
             service.record.fault(fault)
-        if fault in ("500", "503"):
+        if fault in ("500", "503", "424"):  # 424: TGI's generation failure
             return self._reply(service.error(int(fault), "The server had an error while processing "
                                              "your request.", "server_error"))
         if fault == "429":

@@ -49,7 +49,7 @@ from ..errors import (
     UnsupportedOperation,
     status_error_class,
 )
-from ..transport import Response, SSEEvent, Transport, iter_ndjson, iter_sse
+from ..transport import Response, Transport, iter_ndjson, iter_sse
 from ..types import ChatChunk
 
 __all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "check_messages", "check_model",
@@ -242,6 +242,8 @@ class Backend:
     #: Headers every request of this service carries unless the caller's ``headers=`` sets
     #: them (Anthropic's ``anthropic-version``); the key's headers come from ``_auth_headers``.
     default_headers: Mapping[str, str] = {}
+    #: Statuses a request retries at most so many times (TGI: ``{424: 1}``).
+    retry_limits: Mapping[int, int] = {}
     default_base_url = ""
     requires_key = True
     request_id_header = "x-request-id"
@@ -415,6 +417,7 @@ class Backend:
             err.retry_after = self._retry_hint(body)
         except Exception:  # an error body of an unexpected shape gives no hint
             err.retry_after = None
+        err.retry_limit = self.retry_limits.get(resp.status)
         return err
 
     def _http(self, method: str, path: str, parse: Callable[[Response], OpResult], *,

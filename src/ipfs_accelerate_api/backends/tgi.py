@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._enums import Priority
@@ -67,11 +67,12 @@ def _header_count(headers: Mapping[str, str], name: str) -> int | None:
 
 class TGIBackend(OpenAIBackend):
     name = "tgi"
-    env_prefix = ("HF_TGI", "HF")  # type: ignore[assignment]
+    env_prefix = ("HF_TGI", "HF")
     default_base_url = DEFAULT_BASE_URL
     requires_key = False
     api_prefix = "/v1"
     finish_reasons = FINISH_REASONS
+    retry_limits = {424: GENERATION_RETRIES}
 
     # What the OpenAI adapter has and TGI does not.
     _plan_generate_image = None  # type: ignore[assignment]
@@ -95,27 +96,6 @@ class TGIBackend(OpenAIBackend):
             kwargs["model"] = DEFAULT_MODEL
         return super()._plan(method, args, kwargs)
 
-    def _http(self, method: str, path: str, parse: Callable[[Response], OpResult],
-              **kw: Any) -> Callable[[Attempt], Any]:
-        """Each operation retries a 424 (the server failed while generating) once. The engine
-        retries by status and has no per-status budget, so this says it with the engine's
-        ``x-should-retry`` override, counted per request."""
-        send = super()._http(method, path, parse, **kw)
-        failures = 0
-
-        def operation(attempt: Attempt) -> Any:
-            nonlocal failures
-            try:
-                return send(attempt)
-            except APIStatusError as exc:
-                if exc.status == 424:
-                    failures += 1
-                    again = "true" if failures <= GENERATION_RETRIES else "false"
-                    exc.headers = {**(exc.headers or {}), "x-should-retry": again}
-                raise
-
-        return operation
-
     def _in_band_error(self, obj: dict[str, Any], started: bool) -> Exception:
         """An ``{"error", "error_type"}`` event: before any text, the status error it stands
         for (retried as that status would be); after some, the stream was interrupted."""
@@ -126,8 +106,10 @@ class TGIBackend(OpenAIBackend):
             return StreamInterrupted(f"{self.name}: error in stream ({kind}): {message}",
                                      backend=self.name, body=obj)
         status = ERROR_STATUS.get(kind or "", 500)
-        return status_error_class(status)(message, status=status, code=kind, body=obj,
-                                          backend=self.name, headers={})
+        err = status_error_class(status)(message, status=status, code=kind, body=obj,
+                                         backend=self.name, headers={})
+        err.retry_limit = self.retry_limits.get(status)
+        return err
 
     # -- generate ---------------------------------------------------------------------------
     def _generate_body(self, prompt: str, params: dict[str, Any]) -> dict[str, Any]:

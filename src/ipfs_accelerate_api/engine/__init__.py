@@ -545,6 +545,9 @@ class Engine:
                 self._keys.disable(key, f"{exc.status} {exc.message[:120]}")
                 extra_try = self._keys.available() > 0  # another key may work
         retryable = extra_try or is_retryable(exc)
+        limit = getattr(exc, "retry_limit", None)
+        if limit is not None:  # the service's own budget for this failure decides
+            retryable = call.attempts <= limit
         if not retryable or call.attempts > self.retry.max_retries + (1 if extra_try else 0):
             log.debug("%s %s %s: giving up after %d attempt(s): %s", self.name, call.op_name,
                       call.id, call.attempts, type(exc).__name__)

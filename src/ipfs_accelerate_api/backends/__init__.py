@@ -17,6 +17,7 @@ BACKENDS = {
     "google": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
     "claude": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
     "anthropic": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
+    "ollama": "ipfs_accelerate_api.backends.ollama:OllamaBackend",
 }
 
 

@@ -34,6 +34,9 @@ CHAT_BACKENDS = [
     ChatRow("groq", "groq", "llama-3.1-8b-instant"),
     ChatRow("claude", "claude", "claude-sonnet-4-5"),
     ChatRow("gemini", "gemini", "gemini-2.0-flash"),
+    # Ollama asks for no key; its emulator's ``keys`` stand for an authenticating proxy in
+    # front of it (a Bearer key), which is what the auth, key-pool and 429 tests exercise.
+    ChatRow("ollama", "ollama", "llama3.2"),
 ]
 
 

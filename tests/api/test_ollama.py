@@ -146,6 +146,8 @@ def test_emulator_wire_details(emu) -> None:
 # -- our backend ----------------------------------------------------------------------------------
 
 def test_chat_and_complete_usage_and_finish_reasons(oll) -> None:
+    """Plain calls parse one JSON answer: they must send ``"stream": false``, since the
+    emulator, like Ollama, streams NDJSON lines otherwise (see test_emulator_wire_details)."""
     ai = oll()
     r = ai.chat(MSG, model=MODEL)
     assert r.text == reply_text(PROMPT, 1, 64) and r.finish_reason == "stop"
@@ -156,6 +158,26 @@ def test_chat_and_complete_usage_and_finish_reasons(oll) -> None:
     c = ai.complete("say hi", model=MODEL, max_tokens=3)
     assert c.finish_reason == "length" and c.text == reply_text("say hi", 1, 3)
     assert c.usage.completion_tokens == 3
+
+
+def test_an_empty_prompt_loads_the_model_a_normal_stop(oll) -> None:
+    ai = oll()
+    loaded = ai.complete("", model=MODEL)
+    assert (loaded.text, loaded.finish_reason) == ("", "stop")
+    assert loaded.raw["done_reason"] == "load"
+    assert ai.complete("", model=MODEL, keep_alive=0).raw["done_reason"] == "unload"
+    assert ai.running_models() == []
+
+
+def test_a_progress_callback_that_raises_frees_the_stream(oll) -> None:
+    ai = oll()
+
+    def stop(line):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ai.pull_model("tinyllama", progress=stop)
+    assert ai.version()  # the connection went back to the pool
 
 
 def test_streams_equal_the_plain_text(oll) -> None:

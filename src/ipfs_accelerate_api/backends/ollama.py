@@ -24,7 +24,8 @@ import ipaddress
 import json
 import os
 import re
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -440,10 +441,14 @@ class OllamaBackend(Backend):
         (``{"status", "digest", "total", "completed"}``) to ``progress``; returns the last
         (``{"status": "success"}``). An error line raises :class:`StreamInterrupted`."""
         last: dict[str, Any] = {}
-        for chunk in self._run("pull_model", name, insecure=insecure, priority=priority):
-            last = chunk.raw
-            if progress is not None:
-                progress(last)
+        chunks = self._run("pull_model", name, insecure=insecure, priority=priority)
+        try:
+            for chunk in chunks:
+                last = chunk.raw
+                if progress is not None:
+                    progress(last)
+        finally:
+            chunks.close()  # a callback that raised leaves no connection behind
         return last
 
     def _plan_pull_model(self, name: str, *, insecure: bool = False) -> Plan:

@@ -28,7 +28,8 @@ import json
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -323,7 +324,7 @@ class OllamaService(Service):
     def legacy_embed(self, req: Request) -> Reply:
         model = self._model_of(req)
         text = req.data.get("prompt") or ""
-        vector = self._vector(model, text) * LEGACY_SCALE if text else []
+        vector = self._vector(model, text) * LEGACY_SCALE if text else np.zeros(0)
         return Reply(200, {"embedding": [round(float(x), 7) for x in vector]})
 
     def _describe(self, model: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from .base import (
     Backend,
     Plan,
     StreamParser,
+    call_arguments,
     check_messages,
     check_model,
     estimate_tokens,
@@ -133,19 +134,6 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
     return "".join(text), images
 
 
-def _arguments(arguments: Any, where: str) -> dict[str, Any]:
-    """Tool-call arguments as the JSON object Ollama wants (OpenAI sends a string)."""
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = json.loads(arguments) if arguments else {}
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: arguments must be a JSON object") from exc
-    if not isinstance(value, dict):
-        raise TypeError(f"{where}: arguments must be a JSON object")
-    return value
-
-
 def to_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """OpenAI-style messages as Ollama's: text and images apart, tool calls with object
     arguments, a tool result named by ``tool_name`` (from the call it answers)."""
@@ -164,7 +152,7 @@ def to_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not isinstance(fn.get("name"), str):
                 raise TypeError(f"{where}.tool_calls[{k}].function.name must be a string")
             call_names[str(call.get("id"))] = fn["name"]
-            calls.append({"function": {"name": fn["name"], "arguments": _arguments(
+            calls.append({"function": {"name": fn["name"], "arguments": call_arguments(
                 fn.get("arguments"), f"{where}.tool_calls[{k}]")}})
         if calls:
             msg["tool_calls"] = calls

@@ -27,8 +27,8 @@ import hashlib
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np

@@ -23,7 +23,7 @@ from ipfs_accelerate_api.errors import (
     StreamInterrupted,
 )
 
-from .conftest import MSG
+from .conftest import MSG, backend_factory
 
 ollama = pytest.importorskip("ollama")
 
@@ -37,17 +37,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_time", "description": "n
 @pytest.fixture
 def oll(emu):
     """Our backend against the emulator, with no key (Ollama needs none)."""
-    made = []
-
-    def factory(**options):
-        options.setdefault("retry", RetryPolicy(max_retries=3, base_delay=0.001, max_delay=0.01))
-        b = ia.backend("ollama", base_url=emu.base_url("ollama"), **options)
-        made.append(b)
-        return b
-
-    yield factory
-    for b in made:
-        b.close()
+    yield from backend_factory(emu, "ollama", key=None)
 
 
 def _paths(emu):

@@ -3,6 +3,7 @@ our backend end to end over real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 
@@ -333,3 +334,25 @@ def test_env_hosts(emu, monkeypatch) -> None:
         assert b.base_url == "http://" + root and b.version()
     with ia.backend("ollama", base_url="http://elsewhere:1") as b:
         assert b.base_url == "http://elsewhere:1"
+
+
+def test_thinking_stays_out_of_the_text(oll) -> None:
+    ai = oll()
+    plain = ai.chat(MSG, model=MODEL)
+    thought = ai.chat(MSG, model=MODEL, think=True)
+    assert thought.text == plain.text and thought.raw["message"]["thinking"]
+    chunks = list(ai.stream_chat(MSG, model=MODEL, think="high"))
+    assert "".join(c.text for c in chunks) == plain.text
+    assert any(c.raw["message"].get("thinking") for c in chunks)
+
+
+def test_async_forms(oll) -> None:
+    ai = oll()
+
+    async def run():
+        text = "".join([c.text async for c in ai.astream_complete("say hi", model=MODEL)])
+        chat = "".join([c.text async for c in ai.astream_chat(MSG, model=MODEL)])
+        return text, chat, (await ai.acomplete("say hi", model=MODEL)).text
+
+    text, chat, plain = asyncio.run(run())
+    assert text == plain and chat == ai.chat(MSG, model=MODEL).text

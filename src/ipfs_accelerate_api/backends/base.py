@@ -618,7 +618,12 @@ class Backend:
         """``async for chunk in backend.astream_chat(...)``: the chunks are read off the
         socket in a thread of their own and handed to the event loop, which never blocks.
         Leaving the loop early closes the stream and frees its connection."""
-        chunks = await self._arun("stream_chat", messages, model=model, **kw)
+        async for chunk in self._astream("stream_chat", messages, model=model, **kw):
+            yield chunk
+
+    async def _astream(self, method: str, *args: Any, **kw: Any) -> AsyncIterator[Any]:
+        """The async form of a stream operation (``astream_chat`` and the like)."""
+        chunks = await self._arun(method, *args, **kw)
         pump = _StreamPump(chunks, asyncio.get_running_loop())
         try:
             while True:

@@ -24,7 +24,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -356,6 +356,12 @@ class OllamaBackend(Backend):
                         priority: int = Priority.NORMAL, **params: Any) -> Iterator[ChatChunk]:
         """A completion (``/api/generate``) as an iterator of :class:`ChatChunk`."""
         return self._run("stream_complete", prompt, model=model, priority=priority, **params)  # type: ignore[no-any-return]
+
+    async def astream_complete(self, prompt: str, *, model: str | None = None,
+                               **kw: Any) -> AsyncIterator[ChatChunk]:
+        """``async for chunk in backend.astream_complete(...)``, as ``astream_chat``."""
+        async for chunk in self._astream("stream_complete", prompt, model=model, **kw):
+            yield chunk
 
     def _plan_stream_complete(self, prompt: str, *, model: str, **params: Any) -> Plan:
         body = {"model": model, "prompt": self._prompt(prompt), **_body(params, True)}

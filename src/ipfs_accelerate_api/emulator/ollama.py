@@ -17,7 +17,8 @@ An unknown route answers as Go's router does: 404 ``404 page not found`` in plai
 Models are ``name:tag`` (``latest`` when no tag). ``pull`` installs the models of
 :data:`LIBRARY`; another name streams a manifest error line. ``OllamaService.has_embed =
 False`` makes it an old server without ``/api/embed``. With ``tools``, the model calls the
-first tool after a user turn (arguments from the tool's schema). Replies and vectors are
+first tool after a user turn (arguments from the tool's schema); with ``think``, the reply's
+reasoning comes first in ``message.thinking`` (apart from ``content``). Replies and vectors are
 deterministic for a seed.
 """
 
@@ -64,6 +65,7 @@ DEFAULT_NUM_PREDICT = 64
 DEFAULT_EMBED_DIM = 768
 LEGACY_SCALE = 3.5  # /api/embeddings vectors are not normalized
 KEEP_ALIVE = 300.0  # seconds a model stays loaded
+THINKING = "Thinking..."  # the first piece of a reply's reasoning (with ``think``)
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
 NS_PER_TOKEN, NS_PER_PROMPT_TOKEN, NS_LOAD = 20_000_000, 1_000_000, 1_500_000
 
@@ -267,13 +269,22 @@ class OllamaService(Service):
                                 count_tokens(json.dumps(call)))
         if not messages:  # loads (or, with keep_alive 0, unloads) the model
             reason = "unload" if req.data.get("keep_alive") in (0, "0", "0s") else "load"
-            final = {"message": {"role": "assistant", "content": ""}}
-            return self._answer(req, model, head, "", [], reason, final, 0)
+            return self._answer(req, model, head, "", [], reason,
+                                {"message": {"role": "assistant", "content": ""}}, 0)
         words, reason = self._reply(prompt, req.data.get("options") or {})
         pieces = [{"message": {"role": "assistant", "content": w}} for w in words]
-        final = {"message": {"role": "assistant", "content": "".join(words)}} \
-            if req.data.get("stream") is False else {"message": {"role": "assistant", "content": ""}}
-        return self._answer(req, model, head, prompt, pieces, reason, final, len(words))
+        final: dict[str, str] = {"role": "assistant", "content": ""}
+        if req.data.get("stream") is False:
+            final["content"] = "".join(words)
+        if req.data.get("think") not in (None, False):  # the reasoning comes first, apart
+            thoughts = [f"{THINKING} " if i == 0 else w
+                        for i, w in enumerate(reply_text("think:" + prompt, self.seed, 4).split(" "))]
+            pieces = [{"message": {"role": "assistant", "content": "", "thinking": t}}
+                      for t in thoughts] + pieces
+            if req.data.get("stream") is False:
+                final["thinking"] = "".join(thoughts)
+        return self._answer(req, model, head, prompt, pieces, reason, {"message": final},
+                            len(words))
 
     def generate(self, req: Request) -> Reply | Stream:
         model = self._model_of(req)

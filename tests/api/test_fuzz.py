@@ -203,6 +203,15 @@ def _named_sse(events: list[Any]) -> bytes:
     return out
 
 
+
+def _ndjson(lines: list[Any]) -> bytes:
+    """Ollama's framing: one JSON value a line, no terminator."""
+    return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+
+
+OLLAMA_STATS = {"prompt_eval_count": 1, "eval_count": 2, "total_duration": 9, "eval_duration": 5}
+
+
 B64 = "AACAPwAAAEA="  # float32 [1.0, 2.0]
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -357,6 +366,47 @@ PARSERS = [
         lambda ai: ai.tokenize("hi"), _tokens_ok),
     Row("tgi", "info", {"model_id": "m", "max_concurrent_requests": 128},
         lambda ai: ai.info(), lambda r: isinstance(r, dict) or pytest.fail()),
+    Row("ollama", "chat", {
+        "model": "m", "created_at": "2025-01-01T00:00:00Z", "message": {
+            "role": "assistant", "content": "hi", "tool_calls": [
+                {"function": {"name": "f", "arguments": {"x": 1}}}]},
+        "done": True, "done_reason": "stop", **OLLAMA_STATS},
+        lambda ai: ai.chat(MSG, model="m"), _chat_ok),
+    Row("ollama", "complete", {"model": "m", "response": "hi", "done": True,
+                               "done_reason": "length", "context": [1, 2], **OLLAMA_STATS},
+        lambda ai: ai.complete("hi", model="m"), _complete_ok),
+    Row("ollama", "embed", {"model": "m", "embeddings": [[0.5, 1.5], [2.5, 3.5]],
+                            "prompt_eval_count": 2},
+        lambda ai: ai.embed(["a", "b"], model="m"), _embed_ok),
+    Row("ollama", "list_models", {"models": [{"name": "a:latest", "model": "a:latest"},
+                                             {"name": "b"}]},
+        lambda ai: ai.list_models(),
+        lambda r: (isinstance(r, list) and all(isinstance(x, str) for x in r)) or pytest.fail()),
+    Row("ollama", "running_models", {"models": [{"name": "a:latest", "size_vram": 1}]},
+        lambda ai: ai.running_models(),
+        lambda r: all(isinstance(m["name"], str) for m in r) or pytest.fail()),
+    Row("ollama", "version", {"version": "0.12.6"}, lambda ai: ai.version(),
+        lambda r: isinstance(r, str) or pytest.fail()),
+    Row("ollama", "stream_chat", [
+        {"model": "m", "message": {"role": "assistant", "content": "hel"}, "done": False},
+        {"model": "m", "message": {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "f", "arguments": {}}}]}, "done": False},
+        {"model": "m", "message": {"role": "assistant", "content": "lo"}, "done": False},
+        {"model": "m", "message": {"role": "assistant", "content": ""}, "done": True,
+         "done_reason": "stop", **OLLAMA_STATS}],
+        lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
+        ctype="application/x-ndjson", encode=_ndjson),
+    Row("ollama", "stream_complete", [
+        {"model": "m", "response": "hel", "done": False},
+        {"model": "m", "response": "", "done": True, "done_reason": "length", **OLLAMA_STATS}],
+        lambda ai: list(ai.stream_complete("hi", model="m")), _stream_ok,
+        ctype="application/x-ndjson", encode=_ndjson),
+    Row("ollama", "pull_model", [
+        {"status": "pulling manifest"},
+        {"status": "pulling abc", "digest": "sha256:abc", "total": 10, "completed": 5},
+        {"status": "success"}],
+        lambda ai: ai.pull_model("m"), lambda r: isinstance(r, dict) or pytest.fail(),
+        ctype="application/x-ndjson", encode=_ndjson),
 ]
 
 

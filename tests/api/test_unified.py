@@ -35,6 +35,9 @@ CHAT_BACKENDS = [
     ChatRow("claude", "claude", "claude-sonnet-4-5"),
     ChatRow("gemini", "gemini", "gemini-2.0-flash"),
     ChatRow("tgi", "tgi", "tgi"),
+    # Ollama asks for no key; its emulator's ``keys`` stand for an authenticating proxy in
+    # front of it (a Bearer key), which is what the auth, key-pool and 429 tests exercise.
+    ChatRow("ollama", "ollama", "llama3.2"),
 ]
 
 

@@ -19,6 +19,7 @@ BACKENDS = {
     "anthropic": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
     "tgi": "ipfs_accelerate_api.backends.tgi:TGIBackend",
     "hf_tgi": "ipfs_accelerate_api.backends.tgi:TGIBackend",
+    "ollama": "ipfs_accelerate_api.backends.ollama:OllamaBackend",
 }
 
 

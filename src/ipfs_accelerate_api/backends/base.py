@@ -52,8 +52,8 @@ from ..errors import (
 from ..transport import Response, Transport, iter_ndjson, iter_sse
 from ..types import ChatChunk
 
-__all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "check_messages", "check_model",
-           "unified_finish_reason"]
+__all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "call_arguments", "check_messages",
+           "check_model", "unified_finish_reason"]
 
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BATCH_TIMEOUT = 0.005
@@ -154,6 +154,20 @@ def check_messages(messages: Any) -> list[dict[str, Any]]:
             raise TypeError(f"messages[{i}]['content'] must be a string, a list of content "
                             f"parts or None, got {type(content).__name__}")
     return messages
+
+
+def call_arguments(arguments: Any, where: str) -> dict[str, Any]:
+    """An OpenAI-style tool call's ``arguments`` (a JSON string, or already an object) as the
+    object services that take objects want (Gemini's ``args``, Ollama's ``arguments``)."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: arguments must be a JSON object") from exc
+    if not isinstance(value, dict):
+        raise TypeError(f"{where}: arguments must be a JSON object")
+    return value
 
 
 def _check_texts(texts: Any) -> list[str]:
@@ -607,7 +621,12 @@ class Backend:
         """``async for chunk in backend.astream_chat(...)``: the chunks are read off the
         socket in a thread of their own and handed to the event loop, which never blocks.
         Leaving the loop early closes the stream and frees its connection."""
-        chunks = await self._arun("stream_chat", messages, model=model, **kw)
+        async for chunk in self._astream("stream_chat", messages, model=model, **kw):
+            yield chunk
+
+    async def _astream(self, method: str, *args: Any, **kw: Any) -> AsyncIterator[Any]:
+        """The async form of a stream operation (``astream_chat`` and the like)."""
+        chunks = await self._arun(method, *args, **kw)
         pump = _StreamPump(chunks, asyncio.get_running_loop())
         try:
             while True:

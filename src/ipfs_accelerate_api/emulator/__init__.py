@@ -29,19 +29,21 @@ def _services() -> dict[str, type[Service]]:
     from .anthropic import ClaudeService
     from .gemini import GeminiService
     from .groq import GroqService
+    from .ollama import OllamaService
     from .openai import OpenAIService
     from .tgi import TGIService
 
     return {"openai": OpenAIService, "claude": ClaudeService, "groq": GroqService,
-            "gemini": GeminiService, "tgi": TGIService}
+            "gemini": GeminiService, "tgi": TGIService, "ollama": OllamaService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai", "claude", "groq", "gemini", "tgi")
+SERVICES = ("openai", "claude", "groq", "gemini", "tgi", "ollama")
 
 #: The API path below each service's prefix that clients use as their base URL (Anthropic's
 #: clients add ``/v1`` to every path themselves).
-_BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta", "tgi": ""}
+_BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta",
+               "tgi": "", "ollama": ""}
 
 
 class Emulator:

@@ -17,6 +17,8 @@ BACKENDS = {
     "google": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
     "claude": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
     "anthropic": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
+    "tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
+    "hf_tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
 }
 
 

@@ -30,17 +30,18 @@ def _services() -> dict[str, type[Service]]:
     from .gemini import GeminiService
     from .groq import GroqService
     from .openai import OpenAIService
+    from .tei import TEIService
 
     return {"openai": OpenAIService, "claude": ClaudeService, "groq": GroqService,
-            "gemini": GeminiService}
+            "gemini": GeminiService, "tei": TEIService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai", "claude", "groq", "gemini")
+SERVICES = ("openai", "claude", "groq", "gemini", "tei")
 
 #: The API path below each service's prefix that clients use as their base URL (Anthropic's
 #: clients add ``/v1`` to every path themselves).
-_BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta"}
+_BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta", "tei": ""}
 
 
 class Emulator:

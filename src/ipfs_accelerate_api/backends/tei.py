@@ -117,7 +117,7 @@ class TEIBackend(Backend):
             if self._server_limits is None:
                 try:
                     info = self._run("info")
-                except NotFoundError:
+                except (NotFoundError, ResponseFormatError):  # no /info, or not TEI's
                     info = {}
                 self._server_limits = (_positive(info.get("max_client_batch_size")),
                                        _positive(info.get("max_batch_tokens")),

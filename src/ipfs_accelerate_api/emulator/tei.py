@@ -186,10 +186,19 @@ class TEIService(Service):
                                                     f"batch tokens {self.max_batch_tokens}")
         return items, tokens
 
-    def _vectors(self, tokens: list[list[str]], data: dict[str, Any]) -> np.ndarray:
+    def _text(self, item: Any, toks: list[str], data: dict[str, Any]) -> str:
+        """What a vector is made from: the (prompted) text as sent when nothing was cut,
+        else its tokens joined."""
+        if isinstance(item, str):
+            text = PROMPTS.get(data.get("prompt_name") or "", "") + item
+            if len(_TOKEN.findall(text)) + 2 == len(toks):
+                return text
+        return " ".join(toks[1:-1])
+
+    def _vectors(self, items: list[Any], tokens: list[list[str]], data: dict[str, Any]) -> np.ndarray:
         rows = []
-        for toks in tokens:
-            text = " ".join(toks[1:-1])
+        for item, toks in zip(items, tokens):
+            text = self._text(item, toks, data)
             v = embedding_for(text, self.dim, self.seed)
             if data.get("normalize") is False:
                 v = v * np.float32(1 + len(text) % 5)
@@ -206,6 +215,8 @@ class TEIService(Service):
         try:
             return make()
         except _Refused as exc:
+            self.record.rejected(Violation(("batch" if exc.status in (413, 422) else "inputs",),
+                                           "too_long"))
             if req.path in _OPENAI_PATHS:
                 return Reply(exc.status, {"message": exc.message, "code": exc.status,
                                           "error_type": _TYPES.get(exc.status, "Backend")})
@@ -214,8 +225,8 @@ class TEIService(Service):
     # -- routes ------------------------------------------------------------------------------
     def embed(self, req: Request) -> Reply:
         def make() -> Reply:
-            _, tokens = self._batch(req, "inputs")
-            return Reply(200, self._vectors(tokens, req.data).tolist())
+            items, tokens = self._batch(req, "inputs")
+            return Reply(200, self._vectors(items, tokens, req.data).tolist())
 
         return self._answer(req, make)
 
@@ -229,8 +240,8 @@ class TEIService(Service):
         req.data = data
 
         def make() -> Reply:
-            _, tokens = self._batch(req, "input")
-            vectors = self._vectors(tokens, data)
+            items, tokens = self._batch(req, "input")
+            vectors = self._vectors(items, tokens, data)
             b64 = data.get("encoding_format") == "base64"
             items = [{"object": "embedding", "index": i,
                       "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if b64

@@ -19,7 +19,6 @@ from ipfs_accelerate_api.emulator import FaultPlan
 from ipfs_accelerate_api.emulator._server import embedding_for
 from ipfs_accelerate_api.errors import (
     AuthenticationError,
-    RateLimitError,
     UnprocessableEntityError,
 )
 
@@ -265,7 +264,7 @@ def test_rerank_best_first(tei):
     ai = tei()
     docs = ["cats sleep", "what is deep learning", "deep sea fish", "learning to cook"]
     ranked = ai.rerank("what is deep learning", docs)
-    assert [i for i, _ in ranked][0] == 1 and sorted(i for i, _ in ranked) == [0, 1, 2, 3]
+    assert ranked[0][0] == 1 and sorted(i for i, _ in ranked) == [0, 1, 2, 3]
     scores = [s for _, s in ranked]
     assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
     assert ai.rerank("what is deep learning", docs, top_n=2) == ranked[:2]

@@ -314,7 +314,7 @@ def embeddings_parser(n: int, backend: str) -> Callable[[Response], OpResult]:
         usage = _usage(data.get("usage"))
         return OpResult(out, usage.prompt_tokens, 0, resp.headers)
 
-    return _catching(parse)
+    return _catching(parse)  # type: ignore[no-any-return]
 
 
 _EMBEDDING_ARRAY = re.compile(rb'"embedding"\s*:\s*\[([^\]]*)\]')

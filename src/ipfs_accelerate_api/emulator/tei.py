@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -223,7 +224,7 @@ class TEIService(Service):
         return [self._row(self._text(item, toks, data), loose, dims)
                 for item, toks in zip(items, tokens)]
 
-    def _answer(self, req: Request, make: Any) -> Reply:
+    def _answer(self, req: Request, make: Callable[[], Reply]) -> Reply:
         try:
             return make()
         except _Refused as exc:

@@ -407,6 +407,31 @@ PARSERS = [
         {"status": "success"}],
         lambda ai: ai.pull_model("m"), lambda r: isinstance(r, dict) or pytest.fail(),
         ctype="application/x-ndjson", encode=_ndjson),
+    Row("tei", "embed", [[0.5, 1.5], [2.5, 3.5]], lambda ai: ai.embed(["a", "b"]), _embed_ok),
+    Row("tei", "embed-openai", {
+        "object": "list", "data": [{"object": "embedding", "index": 0, "embedding": B64},
+                                   {"object": "embedding", "index": 1, "embedding": [2.5, 3.5]}],
+        "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}},
+        lambda ai: ai.embed(["a", "b"], route="openai"), _embed_ok),
+    Row("tei", "embed_sparse", [[{"index": 3, "value": 0.5}], [{"index": 9, "value": 1.5}]],
+        lambda ai: ai.embed_sparse(["a", "b"]),
+        lambda r: (len(r) == 2 and all(type(k) is int and type(v) is float
+                                       for d in r for k, v in d.items())) or pytest.fail()),
+    Row("tei", "rerank", [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}],
+        lambda ai: ai.rerank("q", ["a", "b"]),
+        lambda r: (all(type(i) is int and 0 <= i < 2 and type(s) is float for i, s in r)
+                   and [s for _, s in r] == sorted((s for _, s in r), reverse=True))
+        or pytest.fail()),
+    Row("tei", "predict", [[{"label": "a", "score": 0.9}], [{"label": "b", "score": 0.1}]],
+        lambda ai: ai.predict(["x", "y"]),
+        lambda r: (len(r) == 2 and all(type(lab) is str and type(s) is float
+                                       for row in r for lab, s in row)) or pytest.fail()),
+    Row("tei", "tokenize", [[{"id": 101, "text": "[CLS]", "special": True, "start": 0, "stop": 0},
+                             {"id": 7, "text": "a", "special": False, "start": 0, "stop": 1}]],
+        lambda ai: ai.tokenize(["a"]),
+        lambda r: (len(r) == 1 and all(type(t["id"]) is int for t in r[0])) or pytest.fail()),
+    Row("tei", "info", {"model_id": "m", "max_client_batch_size": 32},
+        lambda ai: ai.info(), lambda r: isinstance(r, dict) or pytest.fail()),
 ]
 
 

@@ -20,6 +20,8 @@ BACKENDS = {
     "tgi": "ipfs_accelerate_api.backends.tgi:TGIBackend",
     "hf_tgi": "ipfs_accelerate_api.backends.tgi:TGIBackend",
     "ollama": "ipfs_accelerate_api.backends.ollama:OllamaBackend",
+    "tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
+    "hf_tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
 }
 
 

@@ -263,6 +263,8 @@ class Backend:
     request_id_header = "x-request-id"
     embed_max_items = 2048
     embed_max_tokens = 300_000
+    #: Whether ``embed`` needs a ``model`` (a server that serves one model, such as TEI, does not).
+    model_required = True
 
     def __init__(
         self,
@@ -655,7 +657,9 @@ class Backend:
         if type(self)._plan_embed is Backend._plan_embed:
             raise UnsupportedOperation(f"{self.name} has no operation 'embed'")
         texts = _check_texts(texts)
-        check_model(model)
+        if model is not None or self.model_required:
+            check_model(model)
+        max_items, max_tokens = self._embed_limits()
 
         def send(batch: list[str], prio: int) -> Future:
             plan = self._plan_embed(batch, model=model, **params)
@@ -673,12 +677,12 @@ class Backend:
                 fut.set_exception(exc)
             return fut
 
-        if len(texts) < self._batch_size and self._batch_timeout > 0:
+        if len(texts) < max_items and self._batch_timeout > 0:
             key = (model, json.dumps(params, sort_keys=True, default=str))
             batcher = self._batchers.get(key)
             if batcher is None:
                 batcher = self._batchers.setdefault(key, Batcher(
-                    send, batch_size=self._batch_size, batch_timeout=self._batch_timeout,
+                    send, batch_size=max_items, batch_timeout=self._batch_timeout,
                     split=_split_rows))
             # Nothing pending or in flight: send now. Calls that arrive meanwhile are batched.
             if batcher.begin_direct():
@@ -690,12 +694,21 @@ class Backend:
                 fut.add_done_callback(lambda _f: batcher.end_direct())
                 return fut
             return batcher.add(texts, priority)
-        lengths = [estimate_tokens(t) for t in texts]
-        ranges = pack_batches(lengths, self._batch_size, self.embed_max_tokens).tolist()
+        lengths = self._embed_token_counts(texts)
+        ranges = pack_batches(lengths, max_items, max_tokens).tolist()
         if sync and len(ranges) == 1:
             return send_now(texts, priority)
         futures = [send(texts[s:e], priority) for s, e in ranges]
         return gather(futures, lambda parts: np.vstack(parts) if len(parts) > 1 else parts[0])
+
+    def _embed_limits(self) -> tuple[int, int]:
+        """(items, tokens) one embedding request may carry; a server that reports its own
+        limits (TEI's ``/info``) overrides this."""
+        return self._batch_size, self.embed_max_tokens
+
+    def _embed_token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's token estimate, for splitting by ``embed_max_tokens``."""
+        return [estimate_tokens(t) for t in texts]
 
     # -- lifecycle --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from .base import (
     unified_finish_reason,
 )
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["OpenAIBackend", "embeddings_parser"]
 
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
 
@@ -202,44 +202,9 @@ class OpenAIBackend(Backend):
     def _plan_embed(self, texts: list[str], *, model: str, **params: Any) -> Plan:
         params.setdefault("encoding_format", "base64")
         body = {"model": model, "input": texts, **params}
-        n = len(texts)
-
-        def parse(resp: Response) -> OpResult:
-            fast = _float_arrays(resp.data)
-            if fast is not None:
-                data, vectors = fast
-                items = as_list(field(as_dict(data, "response"), "data", "response"), "data")
-                if len(vectors) != len(items):
-                    raise ResponseFormatError(f"{self.name}: embeddings outside data[]")
-                for i, (it, vec) in enumerate(zip(items, vectors)):
-                    as_dict(it, f"data[{i}]")["embedding"] = vec
-            else:
-                data = as_dict(resp.json(), "response")
-                items = as_list(field(data, "data", "response"), "data")
-            if len(items) != n:
-                raise ResponseFormatError(f"{self.name}: asked for {n} embeddings, got {len(items)}")
-            out: np.ndarray | None = None
-            seen = np.zeros(n, dtype=bool)
-            for i, it in enumerate(items):
-                it = as_dict(it, f"data[{i}]")
-                index = as_count(it.get("index", i), f"data[{i}].index")
-                if index >= n or seen[index]:
-                    raise ResponseFormatError(f"{self.name}: data[{i}].index {index} is out of "
-                                              f"range or repeated (expected each of 0..{n - 1} once)")
-                seen[index] = True
-                row = _vector(field(it, "embedding", f"data[{i}]"), f"data[{i}].embedding")
-                if out is None:
-                    out = np.empty((n, len(row)), dtype=np.float32)
-                elif len(row) != out.shape[1]:
-                    raise ResponseFormatError(f"{self.name}: data[{i}].embedding has {len(row)} "
-                                              f"dimensions, data[0] has {out.shape[1]}")
-                out[index] = row
-            assert out is not None  # n >= 1 items, each checked above
-            usage = _usage(data.get("usage"))
-            return OpResult(out, usage.prompt_tokens, 0, resp.headers)
-
         est = sum(estimate_tokens(t) for t in texts)
-        return Plan(self._http("POST", "/embeddings", _catching(parse), json_body=body), est)
+        return Plan(self._http("POST", "/embeddings", embeddings_parser(len(texts), self.name),
+                               json_body=body), est)
 
     # -- models, images, audio ----------------------------------------------------------------
     def _plan_list_models(self) -> Plan:
@@ -325,6 +290,48 @@ class OpenAIBackend(Backend):
         body = {"model": model, "input": text, "voice": voice, **params}
         return Plan(self._http("POST", "/audio/speech",
                                lambda resp: OpResult(resp.data, headers=resp.headers), json_body=body))
+
+
+def embeddings_parser(n: int, backend: str) -> Callable[[Response], OpResult]:
+    """The parser of an OpenAI-style ``/embeddings`` answer holding ``n`` vectors (float
+    arrays or base64), as one float32 array in input order; shared by every backend that
+    speaks this route (TEI's ``/v1/embeddings``)."""
+
+    def parse(resp: Response) -> OpResult:
+        fast = _float_arrays(resp.data)
+        if fast is not None:
+            data, vectors = fast
+            items = as_list(field(as_dict(data, "response"), "data", "response"), "data")
+            if len(vectors) != len(items):
+                raise ResponseFormatError(f"{backend}: embeddings outside data[]")
+            for i, (it, vec) in enumerate(zip(items, vectors)):
+                as_dict(it, f"data[{i}]")["embedding"] = vec
+        else:
+            data = as_dict(resp.json(), "response")
+            items = as_list(field(data, "data", "response"), "data")
+        if len(items) != n:
+            raise ResponseFormatError(f"{backend}: asked for {n} embeddings, got {len(items)}")
+        out: np.ndarray | None = None
+        seen = np.zeros(n, dtype=bool)
+        for i, it in enumerate(items):
+            it = as_dict(it, f"data[{i}]")
+            index = as_count(it.get("index", i), f"data[{i}].index")
+            if index >= n or seen[index]:
+                raise ResponseFormatError(f"{backend}: data[{i}].index {index} is out of "
+                                          f"range or repeated (expected each of 0..{n - 1} once)")
+            seen[index] = True
+            row = _vector(field(it, "embedding", f"data[{i}]"), f"data[{i}].embedding")
+            if out is None:
+                out = np.empty((n, len(row)), dtype=np.float32)
+            elif len(row) != out.shape[1]:
+                raise ResponseFormatError(f"{backend}: data[{i}].embedding has {len(row)} "
+                                          f"dimensions, data[0] has {out.shape[1]}")
+            out[index] = row
+        assert out is not None  # n >= 1 items, each checked above
+        usage = _usage(data.get("usage"))
+        return OpResult(out, usage.prompt_tokens, 0, resp.headers)
+
+    return _catching(parse)  # type: ignore[no-any-return]
 
 
 _EMBEDDING_ARRAY = re.compile(rb'"embedding"\s*:\s*\[([^\]]*)\]')

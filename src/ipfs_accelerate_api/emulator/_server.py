@@ -204,6 +204,14 @@ class Service:
     def stream_error_chunk(self) -> bytes:
         return b""
 
+    #: Over ``capacity``: False waits, like a saturated server; True answers
+    #: :meth:`over_capacity` at once, as servers with a concurrency limit do (TEI's 429).
+    capacity_refuses = False
+
+    def over_capacity(self) -> Reply:
+        """The answer to a request beyond ``capacity`` when :attr:`capacity_refuses`."""
+        return self.error(429, "Model is overloaded", "overloaded")
+
     def estimate_tokens(self, req: Request) -> int:
         return max(1, len(req.body) // 4)
 
@@ -468,7 +476,16 @@ class _Handler(BaseHTTPRequestHandler):
                       root=f"http://{host}/{prefix}")
         req.key = service.read_key(req)
         sem = service.capacity()
-        if sem is not None:
+        if sem is not None and service.capacity_refuses:
+            if not sem.acquire(blocking=False):  # over capacity: refuse at once (TEI, TGI)
+                service.record.begin(req)
+                service.record.throttled()
+                try:
+                    self._reply(service.over_capacity())
+                finally:
+                    service.record.end()
+                return
+        elif sem is not None:
             sem.acquire()  # over capacity: wait, like a saturated server
         service.record.begin(req)
         try:

@@ -22,7 +22,8 @@ Errors as OVMS answers them: ``{"error": "..."}``; 404 for an unknown model or v
 for a missing input, a wrong datatype or shape, data that does not match the shape, or a
 malformed body. No key by default; with ``ServiceConfig(keys=...)`` only ``/v3`` wants
 ``Authorization: Bearer`` (as ``--api_key_file``). ``ready = False`` makes
-``/v2/health/ready`` and every model's ``/ready`` answer 503.
+``/v2/health/ready`` and every model's ``/ready`` answer 503. ``binary_requests`` and
+``binary_answers`` count the infer exchanges that used the binary extension.
 """
 
 from __future__ import annotations
@@ -187,6 +188,9 @@ class OVMSService(OpenAIService):
         super().__init__(config, seed)
         self.models_table = dict(MODELS)
         self.ready = True
+        #: Infer requests that came / answers that went with the binary-data extension.
+        self.binary_requests = 0
+        self.binary_answers = 0
 
     # -- conventions ------------------------------------------------------------------------
     def read_key(self, req: Request) -> str | None:
@@ -270,6 +274,8 @@ class OVMSService(OpenAIService):
             if not length.strip().isdigit() or int(length) > len(body):
                 raise _Bad(400, "Inference-Header-Content-Length is invalid")
             body, rest = body[:int(length)], body[int(length):]
+            with self._lock:
+                self.binary_requests += 1
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -324,6 +330,8 @@ class OVMSService(OpenAIService):
         head = json.dumps(answer).encode()
         if not any(blobs):
             return Reply(200, head)
+        with self._lock:
+            self.binary_answers += 1
         return Reply(200, head + b"".join(blobs),
                      {"Inference-Header-Content-Length": str(len(head))},
                      content_type="application/octet-stream")

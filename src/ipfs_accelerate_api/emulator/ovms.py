@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def _encode_tensor(name: str, datatype: str, arr: np.ndarray, binary: bool) -> t
 
 class OVMSService(OpenAIService):
     name = "ovms"
-    models = GRAPHS
+    models = list(GRAPHS)
     _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
     _TFS = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
     routes = (
@@ -233,7 +233,7 @@ class OVMSService(OpenAIService):
             raise _Bad(404, "Model with requested version is not found")
         return name, spec, version
 
-    def _guarded(self, fn: Any, req: Request) -> Reply:
+    def _guarded(self, fn: Callable[[Request], Reply], req: Request) -> Reply:
         try:
             return fn(req)
         except _Bad as exc:

@@ -216,6 +216,16 @@ B64 = "AACAPwAAAEA="  # float32 [1.0, 2.0]
 MSG = [{"role": "user", "content": "hi"}]
 
 
+def _infer_ok(r: Any) -> None:
+    """A KServe answer: arrays of a KServe dtype whose shape the answer declared."""
+    from ipfs_accelerate_api.backends.ovms import DATATYPES
+
+    if not isinstance(r, dict) or not all(
+            isinstance(k, str) and isinstance(v, np.ndarray) and v.dtype in DATATYPES.values()
+            for k, v in r.items()):
+        pytest.fail(f"not a dict of KServe tensors: {r!r:.200}")
+
+
 @dataclass
 class Row:
     """One response parser: a valid answer to mutate, the call that reads it, and what a
@@ -432,6 +442,19 @@ PARSERS = [
         lambda r: (len(r) == 1 and all(type(t["id"]) is int for t in r[0])) or pytest.fail()),
     Row("tei", "info", {"model_id": "m", "max_client_batch_size": 32},
         lambda ai: ai.info(), lambda r: isinstance(r, dict) or pytest.fail()),
+    Row("ovms", "infer", {"model_name": "m", "model_version": "1", "outputs": [
+        {"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 1.5]},
+        {"name": "n", "datatype": "INT64", "shape": [2], "data": [[1], [2]]},
+        {"name": "b", "datatype": "BOOL", "shape": [1], "data": [True]},
+        {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]},
+        lambda ai: ai.infer("m", {"x": np.zeros((1, 2), np.float32)}), _infer_ok),
+    Row("ovms", "model_metadata", {"name": "m", "versions": ["1"], "platform": "OpenVINO",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}]},
+        lambda ai: ai.model_metadata("m"), lambda r: isinstance(r, dict) or pytest.fail()),
+    Row("ovms", "model_status", {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK"}}]},
+        lambda ai: ai.model_status("m"), lambda r: isinstance(r, list) or pytest.fail()),
 ]
 
 

@@ -22,6 +22,8 @@ BACKENDS = {
     "ollama": "ipfs_accelerate_api.backends.ollama:OllamaBackend",
     "tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
     "hf_tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
+    "ovms": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
+    "openvino": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
 }
 
 

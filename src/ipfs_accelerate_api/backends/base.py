@@ -438,19 +438,24 @@ class Backend:
 
     def _http(self, method: str, path: str, parse: Callable[[Response], OpResult], *,
               json_body: Any = None, body: bytes | None = None, fields: Any = None,
-              stream: bool = False) -> Callable[[Attempt], Any]:
+              stream: bool = False, content_type: str | None = None,
+              headers: Mapping[str, str] | None = None) -> Callable[[Attempt], Any]:
         """An operation that sends one HTTP request and parses the answer.
-        ``json_body`` is encoded here; pass ``body`` instead when it is already encoded.
+        ``json_body`` is encoded here; pass ``body`` instead when it is already encoded
+        (``content_type`` when it is not JSON, ``headers`` for ones the request itself needs,
+        such as KServe's ``Inference-Header-Content-Length``).
         The attempt's deadline bounds the exchange (the transport cuts it when it passes)."""
         url = self.base_url + path
         if body is None and json_body is not None:
             body = json.dumps(json_body).encode()
-        ctype = "application/json" if body is not None else None
+        ctype = (content_type or "application/json") if body is not None else None
+        own = dict(headers or {})
 
         def operation(attempt: Attempt) -> Any:
-            headers = self._headers(attempt, None if fields is not None else ctype)
+            sent = self._headers(attempt, None if fields is not None else ctype)
+            sent.update(own)
             try:
-                resp = self._transport.request(method, url, headers=headers, body=body,
+                resp = self._transport.request(method, url, headers=sent, body=body,
                                                fields=fields, stream=stream,
                                                deadline=attempt.deadline)
             except APIError as exc:

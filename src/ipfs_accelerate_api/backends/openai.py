@@ -195,7 +195,7 @@ class OpenAIBackend(Backend):
                 usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
         encoded = json.dumps(body).encode()
-        return Plan(self._http("POST", "/completions", parse, body=encoded),
+        return Plan(self._http("POST", self.api_prefix + "/completions", parse, body=encoded),
                     self._estimate(body, encoded))
 
     # -- embeddings -----------------------------------------------------------------------
@@ -203,7 +203,7 @@ class OpenAIBackend(Backend):
         params.setdefault("encoding_format", "base64")
         body = {"model": model, "input": texts, **params}
         est = sum(estimate_tokens(t) for t in texts)
-        return Plan(self._http("POST", "/embeddings", embeddings_parser(len(texts), self.name),
+        return Plan(self._http("POST", self.api_prefix + "/embeddings", embeddings_parser(len(texts), self.name),
                                json_body=body), est)
 
     # -- models, images, audio ----------------------------------------------------------------

@@ -22,6 +22,7 @@ BACKENDS = {
     "ollama": "ipfs_accelerate_api.backends.ollama:OllamaBackend",
     "tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
     "hf_tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
+    "opea": "ipfs_accelerate_api.backends.opea:OPEABackend",
 }
 
 

@@ -116,8 +116,8 @@ class OPEABackend(OpenAIBackend):
                                   given.get(name) or f"{parts.scheme}://{host}:{port}")
             for name, port in SERVICE_PORTS.items()}
 
-    @property  # type: ignore[override]
-    def api_prefix(self) -> str:  # the OpenAI adapter's chat goes to the LLM microservice
+    @property
+    def api_prefix(self) -> str:  # type: ignore[override]  # the OpenAI adapter's chat goes to the LLM microservice
         return self.services["llm"] + "/v1"
 
     # -- conventions ----------------------------------------------------------------------

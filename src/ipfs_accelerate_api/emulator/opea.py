@@ -40,7 +40,6 @@ import numpy as np
 
 from ._rules import AnyValue, Array, Body, Bool, Int, Model, Num, Obj, OneOf, Str, Violation
 from ._server import (
-    APIFailure,
     Reply,
     Request,
     Route,
@@ -118,7 +117,7 @@ def _scores(query: np.ndarray, texts: list[str], seed: int) -> list[float]:
 
 class OPEAService(OpenAIService):
     name = "opea"
-    models = ()
+    models: list[str] = []  # noqa: RUF012 - the base class types it so; never mutated
     routes = (
         Route("POST", r"/v1/chatqna", "chatqna", CHATQNA),
         Route("POST", r"/v1/chat/completions", "chat", LLM_CHAT),
@@ -211,10 +210,11 @@ class OPEAService(OpenAIService):
         scores = _scores(vec, list(DOCUMENTS), self.seed)
         order = sorted(range(len(DOCUMENTS)), key=lambda i: -scores[i])[:k]
         if "text" in body and body.get("text") is not None:  # EmbedDoc -> SearchedDoc
-            docs = [{"id": uuid.uuid4().hex, "text": DOCUMENTS[i]} for i in order]
-            return Reply(200, {"id": uuid.uuid4().hex, "retrieved_docs": docs,
+            found = [{"id": uuid.uuid4().hex, "text": DOCUMENTS[i]} for i in order]
+            return Reply(200, {"id": uuid.uuid4().hex, "retrieved_docs": found,
                                "initial_query": query, "top_n": 1, "metadata": []})
-        docs = [{"text": DOCUMENTS[i], "metadata": {"source": f"doc-{i}"}} for i in order]
+        docs: list[dict[str, Any]] = [{"text": DOCUMENTS[i], "metadata": {"source": f"doc-{i}"}}
+                                      for i in order]
         return Reply(200, {"id": uuid.uuid4().hex, "retrieved_docs": docs})
 
     def reranking(self, req: Request) -> Reply:

@@ -209,6 +209,14 @@ def _ndjson(lines: list[Any]) -> bytes:
     return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
 
 
+def _bytes_sse(pieces: list[Any]) -> bytes:
+    """OPEA's megaservice framing: ``data: b'...'`` (a bytes repr) per string, ``[DONE]``;
+    a value that is not a string is written as JSON (a foreign event)."""
+    return b"".join(b"data: " + (repr(p.encode()).encode() if isinstance(p, str)
+                                 else json.dumps(p).encode()) + b"\n\n"
+                    for p in pieces) + b"data: [DONE]\n\n"
+
+
 OLLAMA_STATS = {"prompt_eval_count": 1, "eval_count": 2, "total_duration": 9, "eval_duration": 5}
 
 
@@ -455,7 +463,34 @@ PARSERS = [
     Row("ovms", "model_status", {"model_version_status": [
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK"}}]},
         lambda ai: ai.model_status("m"), lambda r: isinstance(r, list) or pytest.fail()),
+    Row("opea", "chat", {
+        "id": "c", "object": "chat.completion", "model": "chatqna", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi €"},
+             "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "total_tokens": 0, "completion_tokens": 0}},
+        lambda ai: ai.chat(MSG), _chat_ok),
+    Row("opea", "stream_chat", [" it's", ' "q" ', "\u20ac \\ 日本", "\U0001f680"],
+        lambda ai: list(ai.stream_chat(MSG)), _stream_ok,
+        ctype="text/event-stream", encode=_bytes_sse),
+    Row("opea", "embed", {
+        "object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 1.5]},
+                                   {"object": "embedding", "index": 1, "embedding": [2.5, 3.5]}],
+        "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}},
+        lambda ai: ai.embed(["a", "b"]), _embed_ok),
+    Row("opea", "retrieve", {"id": "r", "retrieved_docs": [{"id": "1", "text": "doc"}],
+                             "initial_query": "q", "top_n": 1},
+        lambda ai: ai.retrieve("q", embedding=[0.5, 1.5]),
+        lambda r: (isinstance(r, list) and all(isinstance(x, str) for x in r)) or pytest.fail()),
+    Row("opea", "rerank", {"id": "r", "reranked_docs": [{"text": "b", "score": 0.9},
+                                                         {"text": "a", "score": 0.1}]},
+        lambda ai: ai.rerank("q", ["a", "b"], top_n=2),
+        lambda r: (all(type(i) is int and 0 <= i < 2 and type(s) is float for i, s in r)
+                   and [s for _, s in r] == sorted((s for _, s in r), reverse=True))
+        or pytest.fail()),
 ]
+
+#: The microservices of a backend that has several servers, all at the fuzzing server.
+SERVICE_URLS = {"opea": ("llm", "embedding", "retrieval", "reranking")}
 
 
 @pytest.fixture(scope="module")
@@ -470,7 +505,9 @@ def clients(server):
 
     def get(name: str) -> Any:
         if name not in made:
-            made[name] = ia.backend(name, base_url=server.url + "/json", api_key="sk-fuzz",
+            extra = ({"services": {s: server.url + "/json" for s in SERVICE_URLS[name]}}
+                     if name in SERVICE_URLS else {})
+            made[name] = ia.backend(name, base_url=server.url + "/json", api_key="sk-fuzz", **extra,
                                     retry=RetryPolicy(max_retries=0),
                                     breaker=BreakerPolicy(failure_threshold=10 ** 9))
         return made[name]

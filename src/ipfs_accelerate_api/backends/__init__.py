@@ -24,6 +24,7 @@ BACKENDS = {
     "hf_tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
     "ovms": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
     "openvino": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
+    "opea": "ipfs_accelerate_api.backends.opea:OPEABackend",
 }
 
 

@@ -444,8 +444,10 @@ class Backend:
         ``json_body`` is encoded here; pass ``body`` instead when it is already encoded
         (``content_type`` when it is not JSON, ``headers`` for ones the request itself needs,
         such as KServe's ``Inference-Header-Content-Length``).
-        The attempt's deadline bounds the exchange (the transport cuts it when it passes)."""
-        url = self.base_url + path
+        The attempt's deadline bounds the exchange (the transport cuts it when it passes).
+        ``path`` is below ``base_url``, or an absolute ``http(s)://`` URL for a service that
+        spans several servers (OPEA's microservices); the same headers and key go to either."""
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
         if body is None and json_body is not None:
             body = json.dumps(json_body).encode()
         ctype = (content_type or "application/json") if body is not None else None

@@ -122,7 +122,11 @@ class OpenAIBackend(Backend):
         return {"model": model, "messages": check_messages(messages), **params}
 
     def _plan_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
-        body = self._chat_body(messages, model, params)
+        return self._chat_request(self.api_prefix + "/chat/completions",
+                                  self._chat_body(messages, model, params))
+
+    def _chat_request(self, path: str, body: dict[str, Any]) -> Plan:
+        """A chat request to ``path``, its answer parsed as a ``chat.completion``."""
 
         def parse(resp: Response) -> OpResult:
             data = as_dict(resp.json(), "response")
@@ -142,8 +146,7 @@ class OpenAIBackend(Backend):
                 usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
         encoded = json.dumps(body).encode()
-        return Plan(self._http("POST", self.api_prefix + "/chat/completions", parse, body=encoded),
-                    self._estimate(body, encoded))
+        return Plan(self._http("POST", path, parse, body=encoded), self._estimate(body, encoded))
 
     def _plan_stream_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
         if self.stream_include_usage:

@@ -13,7 +13,7 @@ import json
 import pytest
 from bench_client import nginx
 
-from conftest import QUICK, per_op
+from conftest import QUICK, sequential
 
 N_SEQ = 20 if QUICK else 300
 MODEL = "claude-sonnet-4-5"
@@ -35,16 +35,8 @@ def server():
         yield root
 
 
-def _measure(benchmark, impl: str, once) -> None:
-    """Time ``N_SEQ`` sequential calls of ``once`` as one round."""
-
-    def run():
-        for _ in range(N_SEQ):
-            once()
-
-    per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = impl
-    benchmark(run)
+def _measure(benchmark, impl: str, call) -> None:
+    sequential(benchmark, impl, call, N_SEQ)
 
 
 @pytest.mark.benchmark(group=GROUP)

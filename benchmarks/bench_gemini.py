@@ -11,7 +11,7 @@ import json
 
 import pytest
 from bench_client import nginx
-from conftest import QUICK, per_op
+from conftest import QUICK, sequential
 
 N_SEQ = 20 if QUICK else 300
 MODEL = "gemini-2.0-flash"
@@ -38,15 +38,7 @@ def root():
 
 
 def _measure(benchmark, impl: str, call) -> None:
-    """Benchmark ``N_SEQ`` sequential calls of ``call``."""
-
-    def run():
-        for _ in range(N_SEQ):
-            call()
-
-    per_op(benchmark, N_SEQ)
-    benchmark.extra_info["impl"] = impl
-    benchmark(run)
+    sequential(benchmark, impl, call, N_SEQ)
 
 
 @pytest.mark.benchmark(group="gemini: chat, sequential")

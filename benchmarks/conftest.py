@@ -45,6 +45,18 @@ def per_op(benchmark, n: int) -> None:
     benchmark.extra_info["ops_per_call"] = n
 
 
+def sequential(benchmark, impl: str, call, n: int) -> None:
+    """Benchmark ``n`` sequential calls of ``call`` as one round, reported per call as ``impl``."""
+
+    def run():
+        for _ in range(n):
+            call()
+
+    per_op(benchmark, n)
+    benchmark.extra_info["impl"] = impl
+    benchmark(run)
+
+
 @pytest.fixture(params=["c", "py"])
 def twin(request):
     t = twins()

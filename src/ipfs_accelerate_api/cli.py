@@ -10,11 +10,13 @@ from typing import Sequence
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from .emulator import Emulator, FaultPlan, ServiceConfig
+    from .emulator import SERVICES, Emulator, FaultPlan, ServiceConfig
 
-    cfg = ServiceConfig(latency=args.latency, rpm=args.rpm, tpm=args.tpm,
-                        faults=FaultPlan(rate=args.fault_rate, seed=args.seed))
-    emu = Emulator({name: cfg for name in ("openai",)}, seed=args.seed, host=args.host,
+    def config() -> ServiceConfig:  # one each: a service's configuration is live and its own
+        return ServiceConfig(latency=args.latency, rpm=args.rpm, tpm=args.tpm,
+                             faults=FaultPlan(rate=args.fault_rate, seed=args.seed))
+
+    emu = Emulator({name: config() for name in SERVICES}, seed=args.seed, host=args.host,
                    port=args.port)
     stop = threading.Event()  # handlers first: a caller may stop us as soon as a line is out
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -30,7 +32,8 @@ def _emulate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ipfs-accel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    em = sub.add_parser("emulate", help="run the local emulator of the AI services")
+    em = sub.add_parser("emulate", help="run the local emulator of every AI service (the "
+                                        "options apply to each)")
     em.add_argument("--host", default="127.0.0.1")
     em.add_argument("--port", type=int, default=8080)
     em.add_argument("--latency", type=float, default=0.0, help="seconds added to each answer")

@@ -123,6 +123,10 @@ class APIError(AcceleratorError):
         #: A wait the service asked for in its body (Gemini's ``RetryInfo``), in seconds;
         #: headers (Retry-After and the like) are read by the engine itself.
         self.retry_after: float | None = None
+        #: Retry a request that met this failure, at most this many times in all (TGI's 424
+        #: is retried once, though 424 is not a retryable status); None: the retry policy
+        #: and the status decide.
+        self.retry_limit: int | None = None
 
     def __str__(self) -> str:
         parts = [self.message]

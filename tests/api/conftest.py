@@ -17,21 +17,22 @@ def emu():
     e.assert_no_handler_errors()
 
 
+def _build(emu, made: list, name: str, key: str, service: str | None, options: dict):
+    if "base_url" not in options:  # aliases ("google") have no emulator service of their own
+        options["base_url"] = emu.base_url(service or name)
+    if "api_keys" not in options:
+        options.setdefault("api_key", key)
+    options.setdefault("retry", FAST_RETRY)
+    b = backend(name, **options)
+    made.append(b)
+    return b
+
+
 def backend_factory(emu, name: str, key: str = "sk-test", service: str | None = None):
     """A factory of ``name`` backends against the emulator's ``service`` (``name`` unless
     told), with ``key`` unless the options give keys; yields it, then closes all it made."""
-    made = []
-
-    def factory(**options):
-        options.setdefault("base_url", emu.base_url(service or name))
-        if "api_keys" not in options:
-            options.setdefault("api_key", key)
-        options.setdefault("retry", FAST_RETRY)
-        b = backend(name, **options)
-        made.append(b)
-        return b
-
-    yield factory
+    made: list = []
+    yield lambda **options: _build(emu, made, name, key, service, options)
     for b in made:
         b.close()
 
@@ -40,19 +41,8 @@ def backend_factory(emu, name: str, key: str = "sk-test", service: str | None = 
 def backends(emu):
     """Create backends of any service against the emulator: ``backends(name, **options)``;
     all are closed after the test."""
-    made = []
-
-    def factory(name, **options):
-        if "base_url" not in options:  # aliases ("google") have no emulator service of their own
-            options["base_url"] = emu.base_url(name)
-        if "api_keys" not in options:
-            options.setdefault("api_key", "sk-test")
-        options.setdefault("retry", FAST_RETRY)
-        b = backend(name, **options)
-        made.append(b)
-        return b
-
-    yield factory
+    made: list = []
+    yield lambda name, **options: _build(emu, made, name, "sk-test", None, options)
     for b in made:
         b.close()
 

@@ -180,6 +180,18 @@ def _gemini_sse(chunks: list[Any]) -> bytes:
     return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
 
 
+def _tgi_sse(events: list[Any]) -> bytes:
+    """TGI's framing: ``data:`` with no space, no terminator."""
+    return b"".join(b"data:" + json.dumps(e).encode() + b"\n\n" for e in events)
+
+
+def _tokens_ok(r: list[dict[str, Any]]) -> None:
+    assert isinstance(r, list)
+    for t in r:
+        assert type(t["id"]) is int and isinstance(t["text"], str)
+        assert type(t["start"]) is int and type(t["stop"]) is int
+
+
 GEMINI_USAGE = {"promptTokenCount": 1, "candidatesTokenCount": 2, "totalTokenCount": 3}
 def _named_sse(events: list[Any]) -> bytes:
     """Anthropic's framing: each event named by its ``type`` (``message`` when it has none)."""
@@ -191,8 +203,35 @@ def _named_sse(events: list[Any]) -> bytes:
     return out
 
 
+
+def _ndjson(lines: list[Any]) -> bytes:
+    """Ollama's framing: one JSON value a line, no terminator."""
+    return b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+
+
+def _bytes_sse(pieces: list[Any]) -> bytes:
+    """OPEA's megaservice framing: ``data: b'...'`` (a bytes repr) per string, ``[DONE]``;
+    a value that is not a string is written as JSON (a foreign event)."""
+    return b"".join(b"data: " + (repr(p.encode()).encode() if isinstance(p, str)
+                                 else json.dumps(p).encode()) + b"\n\n"
+                    for p in pieces) + b"data: [DONE]\n\n"
+
+
+OLLAMA_STATS = {"prompt_eval_count": 1, "eval_count": 2, "total_duration": 9, "eval_duration": 5}
+
+
 B64 = "AACAPwAAAEA="  # float32 [1.0, 2.0]
 MSG = [{"role": "user", "content": "hi"}]
+
+
+def _infer_ok(r: Any) -> None:
+    """A KServe answer: arrays of a KServe dtype whose shape the answer declared."""
+    from ipfs_accelerate_api.backends.ovms import DATATYPES
+
+    if not isinstance(r, dict) or not all(
+            isinstance(k, str) and isinstance(v, np.ndarray) and v.dtype in DATATYPES.values()
+            for k, v in r.items()):
+        pytest.fail(f"not a dict of KServe tensors: {r!r:.200}")
 
 
 @dataclass
@@ -317,7 +356,141 @@ PARSERS = [
         {"type": "message_stop"}],
         lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
         ctype="text/event-stream", encode=_named_sse),
+    Row("tgi", "complete", {
+        "generated_text": " hi", "details": {
+            "finish_reason": "eos_token", "generated_tokens": 2, "seed": None, "prefill": [],
+            "tokens": [{"id": 1, "text": " hi", "logprob": -0.1, "special": False}]}},
+        lambda ai: ai.complete("hi"), _complete_ok),
+    Row("tgi", "stream_complete", [
+        {"index": 1, "token": {"id": 1, "text": " hi", "logprob": -0.1, "special": False},
+         "generated_text": None, "details": None},
+        {"index": 2, "token": {"id": 2, "text": "</s>", "logprob": -0.1, "special": True},
+         "generated_text": " hi", "details": {"finish_reason": "length", "generated_tokens": 2,
+                                             "seed": None, "input_length": 1}}],
+        lambda ai: list(ai.stream_complete("hi")), _stream_ok,
+        ctype="text/event-stream", encode=_tgi_sse),
+    Row("tgi", "chat", {
+        "id": "c", "model": "tgi", "choices": [{"index": 0, "finish_reason": "eos_token",
+                                                "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
+        lambda ai: ai.chat(MSG), _chat_ok),
+    Row("tgi", "stream_chat", [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "hel"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "eos_token"}]},
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}],
+        lambda ai: list(ai.stream_chat(MSG)), _stream_ok,
+        ctype="text/event-stream", encode=_sse),
+    Row("tgi", "tokenize", [{"id": 1, "text": "hi", "start": 0, "stop": 2}],
+        lambda ai: ai.tokenize("hi"), _tokens_ok),
+    Row("tgi", "info", {"model_id": "m", "max_concurrent_requests": 128},
+        lambda ai: ai.info(), lambda r: isinstance(r, dict) or pytest.fail()),
+    Row("ollama", "chat", {
+        "model": "m", "created_at": "2025-01-01T00:00:00Z", "message": {
+            "role": "assistant", "content": "hi", "tool_calls": [
+                {"function": {"name": "f", "arguments": {"x": 1}}}]},
+        "done": True, "done_reason": "stop", **OLLAMA_STATS},
+        lambda ai: ai.chat(MSG, model="m"), _chat_ok),
+    Row("ollama", "complete", {"model": "m", "response": "hi", "done": True,
+                               "done_reason": "length", "context": [1, 2], **OLLAMA_STATS},
+        lambda ai: ai.complete("hi", model="m"), _complete_ok),
+    Row("ollama", "embed", {"model": "m", "embeddings": [[0.5, 1.5], [2.5, 3.5]],
+                            "prompt_eval_count": 2},
+        lambda ai: ai.embed(["a", "b"], model="m"), _embed_ok),
+    Row("ollama", "list_models", {"models": [{"name": "a:latest", "model": "a:latest"},
+                                             {"name": "b"}]},
+        lambda ai: ai.list_models(),
+        lambda r: (isinstance(r, list) and all(isinstance(x, str) for x in r)) or pytest.fail()),
+    Row("ollama", "running_models", {"models": [{"name": "a:latest", "size_vram": 1}]},
+        lambda ai: ai.running_models(),
+        lambda r: all(isinstance(m["name"], str) for m in r) or pytest.fail()),
+    Row("ollama", "version", {"version": "0.12.6"}, lambda ai: ai.version(),
+        lambda r: isinstance(r, str) or pytest.fail()),
+    Row("ollama", "stream_chat", [
+        {"model": "m", "message": {"role": "assistant", "content": "hel"}, "done": False},
+        {"model": "m", "message": {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "f", "arguments": {}}}]}, "done": False},
+        {"model": "m", "message": {"role": "assistant", "content": "lo"}, "done": False},
+        {"model": "m", "message": {"role": "assistant", "content": ""}, "done": True,
+         "done_reason": "stop", **OLLAMA_STATS}],
+        lambda ai: list(ai.stream_chat(MSG, model="m")), _stream_ok,
+        ctype="application/x-ndjson", encode=_ndjson),
+    Row("ollama", "stream_complete", [
+        {"model": "m", "response": "hel", "done": False},
+        {"model": "m", "response": "", "done": True, "done_reason": "length", **OLLAMA_STATS}],
+        lambda ai: list(ai.stream_complete("hi", model="m")), _stream_ok,
+        ctype="application/x-ndjson", encode=_ndjson),
+    Row("ollama", "pull_model", [
+        {"status": "pulling manifest"},
+        {"status": "pulling abc", "digest": "sha256:abc", "total": 10, "completed": 5},
+        {"status": "success"}],
+        lambda ai: ai.pull_model("m"), lambda r: isinstance(r, dict) or pytest.fail(),
+        ctype="application/x-ndjson", encode=_ndjson),
+    Row("tei", "embed", [[0.5, 1.5], [2.5, 3.5]], lambda ai: ai.embed(["a", "b"]), _embed_ok),
+    Row("tei", "embed-openai", {
+        "object": "list", "data": [{"object": "embedding", "index": 0, "embedding": B64},
+                                   {"object": "embedding", "index": 1, "embedding": [2.5, 3.5]}],
+        "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}},
+        lambda ai: ai.embed(["a", "b"], route="openai"), _embed_ok),
+    Row("tei", "embed_sparse", [[{"index": 3, "value": 0.5}], [{"index": 9, "value": 1.5}]],
+        lambda ai: ai.embed_sparse(["a", "b"]),
+        lambda r: (len(r) == 2 and all(type(k) is int and type(v) is float
+                                       for d in r for k, v in d.items())) or pytest.fail()),
+    Row("tei", "rerank", [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}],
+        lambda ai: ai.rerank("q", ["a", "b"]),
+        lambda r: (all(type(i) is int and 0 <= i < 2 and type(s) is float for i, s in r)
+                   and [s for _, s in r] == sorted((s for _, s in r), reverse=True))
+        or pytest.fail()),
+    Row("tei", "predict", [[{"label": "a", "score": 0.9}], [{"label": "b", "score": 0.1}]],
+        lambda ai: ai.predict(["x", "y"]),
+        lambda r: (len(r) == 2 and all(type(lab) is str and type(s) is float
+                                       for row in r for lab, s in row)) or pytest.fail()),
+    Row("tei", "tokenize", [[{"id": 101, "text": "[CLS]", "special": True, "start": 0, "stop": 0},
+                             {"id": 7, "text": "a", "special": False, "start": 0, "stop": 1}]],
+        lambda ai: ai.tokenize(["a"]),
+        lambda r: (len(r) == 1 and all(type(t["id"]) is int for t in r[0])) or pytest.fail()),
+    Row("tei", "info", {"model_id": "m", "max_client_batch_size": 32},
+        lambda ai: ai.info(), lambda r: isinstance(r, dict) or pytest.fail()),
+    Row("ovms", "infer", {"model_name": "m", "model_version": "1", "outputs": [
+        {"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 1.5]},
+        {"name": "n", "datatype": "INT64", "shape": [2], "data": [[1], [2]]},
+        {"name": "b", "datatype": "BOOL", "shape": [1], "data": [True]},
+        {"name": "s", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]},
+        lambda ai: ai.infer("m", {"x": np.zeros((1, 2), np.float32)}), _infer_ok),
+    Row("ovms", "model_metadata", {"name": "m", "versions": ["1"], "platform": "OpenVINO",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}]},
+        lambda ai: ai.model_metadata("m"), lambda r: isinstance(r, dict) or pytest.fail()),
+    Row("ovms", "model_status", {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK"}}]},
+        lambda ai: ai.model_status("m"), lambda r: isinstance(r, list) or pytest.fail()),
+    Row("opea", "chat", {
+        "id": "c", "object": "chat.completion", "model": "chatqna", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi €"},
+             "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "total_tokens": 0, "completion_tokens": 0}},
+        lambda ai: ai.chat(MSG), _chat_ok),
+    Row("opea", "stream_chat", [" it's", ' "q" ', "\u20ac \\ 日本", "\U0001f680"],
+        lambda ai: list(ai.stream_chat(MSG)), _stream_ok,
+        ctype="text/event-stream", encode=_bytes_sse),
+    Row("opea", "embed", {
+        "object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 1.5]},
+                                   {"object": "embedding", "index": 1, "embedding": [2.5, 3.5]}],
+        "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}},
+        lambda ai: ai.embed(["a", "b"]), _embed_ok),
+    Row("opea", "retrieve", {"id": "r", "retrieved_docs": [{"id": "1", "text": "doc"}],
+                             "initial_query": "q", "top_n": 1},
+        lambda ai: ai.retrieve("q", embedding=[0.5, 1.5]),
+        lambda r: (isinstance(r, list) and all(isinstance(x, str) for x in r)) or pytest.fail()),
+    Row("opea", "rerank", {"id": "r", "reranked_docs": [{"text": "b", "score": 0.9},
+                                                         {"text": "a", "score": 0.1}]},
+        lambda ai: ai.rerank("q", ["a", "b"], top_n=2),
+        lambda r: (all(type(i) is int and 0 <= i < 2 and type(s) is float for i, s in r)
+                   and [s for _, s in r] == sorted((s for _, s in r), reverse=True))
+        or pytest.fail()),
 ]
+
+#: The microservices of a backend that has several servers, all at the fuzzing server.
+SERVICE_URLS = {"opea": ("llm", "embedding", "retrieval", "reranking")}
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +505,9 @@ def clients(server):
 
     def get(name: str) -> Any:
         if name not in made:
-            made[name] = ia.backend(name, base_url=server.url + "/json", api_key="sk-fuzz",
+            extra = ({"services": {s: server.url + "/json" for s in SERVICE_URLS[name]}}
+                     if name in SERVICE_URLS else {})
+            made[name] = ia.backend(name, base_url=server.url + "/json", api_key="sk-fuzz", **extra,
                                     retry=RetryPolicy(max_retries=0),
                                     breaker=BreakerPolicy(failure_threshold=10 ** 9))
         return made[name]

@@ -140,17 +140,26 @@ def test_secret_hides_itself() -> None:
         Secret("  ")
 
 
-def test_cli_emulate_serves_openai(tmp_path) -> None:
+def test_cli_emulate_serves_every_service_with_its_options(tmp_path) -> None:
     import urllib3
 
-    cmd = [sys.executable, "-m", "ipfs_accelerate_api.cli", "emulate", "--port", "0"]
+    from ipfs_accelerate_api.emulator import SERVICES
+
+    cmd = [sys.executable, "-m", "ipfs_accelerate_api.cli", "emulate", "--port", "0",
+           "--rpm", "1"]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         try:
-            line = proc.stdout.readline().strip()
-            assert line.startswith("openai: http://127.0.0.1:")
-            url = line.split(": ", 1)[1]
-            r = urllib3.request("GET", url + "/models", headers={"Authorization": "Bearer k"})
+            urls = dict(proc.stdout.readline().strip().split(": ", 1) for _ in SERVICES)
+            assert set(urls) == set(SERVICES)
+            assert all(u.startswith("http://127.0.0.1:") for u in urls.values())
+            r = urllib3.request("GET", urls["openai"] + "/models", headers={"Authorization": "Bearer k"})
             assert r.status == 200 and r.json()["object"] == "list"
+            # --rpm applies to every service: a second request on one key is refused
+            body = {"model": "llama-3.1-8b-instant", "messages": [{"role": "user", "content": "hi"}]}
+            statuses = [urllib3.request("POST", urls["groq"] + "/chat/completions", json=body,
+                                        headers={"Authorization": "Bearer k"}).status
+                        for _ in range(2)]
+            assert statuses == [200, 429]
         finally:
             proc.terminate()
             assert proc.wait(10) == 0

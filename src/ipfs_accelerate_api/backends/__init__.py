@@ -17,6 +17,14 @@ BACKENDS = {
     "google": "ipfs_accelerate_api.backends.gemini:GeminiBackend",
     "claude": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
     "anthropic": "ipfs_accelerate_api.backends.claude:ClaudeBackend",
+    "tgi": "ipfs_accelerate_api.backends.tgi:TGIBackend",
+    "hf_tgi": "ipfs_accelerate_api.backends.tgi:TGIBackend",
+    "ollama": "ipfs_accelerate_api.backends.ollama:OllamaBackend",
+    "tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
+    "hf_tei": "ipfs_accelerate_api.backends.tei:TEIBackend",
+    "ovms": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
+    "openvino": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
+    "opea": "ipfs_accelerate_api.backends.opea:OPEABackend",
 }
 
 

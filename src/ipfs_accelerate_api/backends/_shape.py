@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ResponseFormatError
 
-__all__ = ["as_count", "as_dict", "as_list", "as_str", "field"]
+__all__ = ["as_count", "as_dict", "as_list", "as_str", "field", "id_list"]
 
 
 def _bad(where: str, expected: str, value: Any) -> ResponseFormatError:
@@ -59,3 +59,10 @@ def field(obj: dict[str, Any], key: str, where: str) -> Any:
         return obj[key]
     except KeyError:
         raise ResponseFormatError(f"{where}.{key} is missing") from None
+
+
+def id_list(body: Any, list_key: str = "data", id_key: str = "id") -> list[str]:
+    """``[item[id_key] for item in body[list_key]]``, each checked (a model listing)."""
+    items = as_list(field(as_dict(body, "response"), list_key, "response"), list_key)
+    return [as_str(field(as_dict(m, f"{list_key}[{i}]"), id_key, f"{list_key}[{i}]"),
+                   f"{list_key}[{i}].{id_key}") for i, m in enumerate(items)]

@@ -49,11 +49,11 @@ from ..errors import (
     UnsupportedOperation,
     status_error_class,
 )
-from ..transport import Response, SSEEvent, Transport, iter_ndjson, iter_sse
+from ..transport import Response, Transport, iter_ndjson, iter_sse
 from ..types import ChatChunk
 
-__all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "check_messages", "check_model",
-           "unified_finish_reason"]
+__all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "call_arguments", "check_messages",
+           "check_model", "unified_finish_reason"]
 
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BATCH_TIMEOUT = 0.005
@@ -156,6 +156,20 @@ def check_messages(messages: Any) -> list[dict[str, Any]]:
     return messages
 
 
+def call_arguments(arguments: Any, where: str) -> dict[str, Any]:
+    """An OpenAI-style tool call's ``arguments`` (a JSON string, or already an object) as the
+    object services that take objects want (Gemini's ``args``, Ollama's ``arguments``)."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: arguments must be a JSON object") from exc
+    if not isinstance(value, dict):
+        raise TypeError(f"{where}: arguments must be a JSON object")
+    return value
+
+
 def _check_texts(texts: Any) -> list[str]:
     if isinstance(texts, str):
         return [texts]
@@ -242,11 +256,15 @@ class Backend:
     #: Headers every request of this service carries unless the caller's ``headers=`` sets
     #: them (Anthropic's ``anthropic-version``); the key's headers come from ``_auth_headers``.
     default_headers: Mapping[str, str] = {}
+    #: Statuses a request retries at most so many times (TGI: ``{424: 1}``).
+    retry_limits: Mapping[int, int] = {}
     default_base_url = ""
     requires_key = True
     request_id_header = "x-request-id"
     embed_max_items = 2048
     embed_max_tokens = 300_000
+    #: Whether ``embed`` needs a ``model`` (a server that serves one model, such as TEI, does not).
+    model_required = True
 
     def __init__(
         self,
@@ -415,23 +433,31 @@ class Backend:
             err.retry_after = self._retry_hint(body)
         except Exception:  # an error body of an unexpected shape gives no hint
             err.retry_after = None
+        err.retry_limit = self.retry_limits.get(resp.status)
         return err
 
     def _http(self, method: str, path: str, parse: Callable[[Response], OpResult], *,
               json_body: Any = None, body: bytes | None = None, fields: Any = None,
-              stream: bool = False) -> Callable[[Attempt], Any]:
+              stream: bool = False, content_type: str | None = None,
+              headers: Mapping[str, str] | None = None) -> Callable[[Attempt], Any]:
         """An operation that sends one HTTP request and parses the answer.
-        ``json_body`` is encoded here; pass ``body`` instead when it is already encoded.
-        The attempt's deadline bounds the exchange (the transport cuts it when it passes)."""
-        url = self.base_url + path
+        ``json_body`` is encoded here; pass ``body`` instead when it is already encoded
+        (``content_type`` when it is not JSON, ``headers`` for ones the request itself needs,
+        such as KServe's ``Inference-Header-Content-Length``).
+        The attempt's deadline bounds the exchange (the transport cuts it when it passes).
+        ``path`` is below ``base_url``, or an absolute ``http(s)://`` URL for a service that
+        spans several servers (OPEA's microservices); the same headers and key go to either."""
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
         if body is None and json_body is not None:
             body = json.dumps(json_body).encode()
-        ctype = "application/json" if body is not None else None
+        ctype = (content_type or "application/json") if body is not None else None
+        own = dict(headers or {})
 
         def operation(attempt: Attempt) -> Any:
-            headers = self._headers(attempt, None if fields is not None else ctype)
+            sent = self._headers(attempt, None if fields is not None else ctype)
+            sent.update(own)
             try:
-                resp = self._transport.request(method, url, headers=headers, body=body,
+                resp = self._transport.request(method, url, headers=sent, body=body,
                                                fields=fields, stream=stream,
                                                deadline=attempt.deadline)
             except APIError as exc:
@@ -527,7 +553,7 @@ class Backend:
                     raise StreamInterrupted(f"{name}: stream ended without its terminator",
                                             partial_text="".join(received), backend=name)
 
-            return OpResult(rest(), headers=resp.headers)
+            return OpResult(rest(), headers=resp.headers, stream=True)
 
         return Plan(self._http(method, path, parse, body=body, stream=True), est_tokens)
 
@@ -604,7 +630,12 @@ class Backend:
         """``async for chunk in backend.astream_chat(...)``: the chunks are read off the
         socket in a thread of their own and handed to the event loop, which never blocks.
         Leaving the loop early closes the stream and frees its connection."""
-        chunks = await self._arun("stream_chat", messages, model=model, **kw)
+        async for chunk in self._astream("stream_chat", messages, model=model, **kw):
+            yield chunk
+
+    async def _astream(self, method: str, *args: Any, **kw: Any) -> AsyncIterator[Any]:
+        """The async form of a stream operation (``astream_chat`` and the like)."""
+        chunks = await self._arun(method, *args, **kw)
         pump = _StreamPump(chunks, asyncio.get_running_loop())
         try:
             while True:
@@ -633,7 +664,9 @@ class Backend:
         if type(self)._plan_embed is Backend._plan_embed:
             raise UnsupportedOperation(f"{self.name} has no operation 'embed'")
         texts = _check_texts(texts)
-        check_model(model)
+        if model is not None or self.model_required:
+            check_model(model)
+        max_items, max_tokens = self._embed_limits()
 
         def send(batch: list[str], prio: int) -> Future:
             plan = self._plan_embed(batch, model=model, **params)
@@ -651,12 +684,12 @@ class Backend:
                 fut.set_exception(exc)
             return fut
 
-        if len(texts) < self._batch_size and self._batch_timeout > 0:
+        if len(texts) < max_items and self._batch_timeout > 0:
             key = (model, json.dumps(params, sort_keys=True, default=str))
             batcher = self._batchers.get(key)
             if batcher is None:
                 batcher = self._batchers.setdefault(key, Batcher(
-                    send, batch_size=self._batch_size, batch_timeout=self._batch_timeout,
+                    send, batch_size=max_items, batch_timeout=self._batch_timeout,
                     split=_split_rows))
             # Nothing pending or in flight: send now. Calls that arrive meanwhile are batched.
             if batcher.begin_direct():
@@ -668,12 +701,21 @@ class Backend:
                 fut.add_done_callback(lambda _f: batcher.end_direct())
                 return fut
             return batcher.add(texts, priority)
-        lengths = [estimate_tokens(t) for t in texts]
-        ranges = pack_batches(lengths, self._batch_size, self.embed_max_tokens).tolist()
+        lengths = self._embed_token_counts(texts)
+        ranges = pack_batches(lengths, max_items, max_tokens).tolist()
         if sync and len(ranges) == 1:
             return send_now(texts, priority)
         futures = [send(texts[s:e], priority) for s, e in ranges]
         return gather(futures, lambda parts: np.vstack(parts) if len(parts) > 1 else parts[0])
+
+    def _embed_limits(self) -> tuple[int, int]:
+        """(items, tokens) one embedding request may carry; a server that reports its own
+        limits (TEI's ``/info``) overrides this."""
+        return self._batch_size, self.embed_max_tokens
+
+    def _embed_token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's token estimate, for splitting by ``embed_max_tokens``."""
+        return [estimate_tokens(t) for t in texts]
 
     # -- lifecycle --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

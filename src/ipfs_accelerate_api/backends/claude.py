@@ -33,7 +33,7 @@ from ..engine import OpResult, RateLimitInfo
 from ..errors import ResponseFormatError, StreamInterrupted
 from ..transport import Response, SSEEvent
 from ..types import ChatChunk, ChatMessage, ChatResponse, ToolCall, Usage
-from ._shape import as_count, as_dict, as_list, as_str, field
+from ._shape import as_count, as_dict, as_list, as_str, field, id_list
 from .base import STREAM_END, Backend, Plan, StreamParser, check_messages, unified_finish_reason
 
 __all__ = ["DEFAULT_MAX_TOKENS", "ClaudeBackend", "request_body"]
@@ -423,9 +423,6 @@ class ClaudeBackend(Backend):
 
     def _plan_list_models(self) -> Plan:
         def parse(resp: Response) -> OpResult:
-            items = as_list(field(as_dict(resp.json(), "response"), "data", "response"), "data")
-            return OpResult([as_str(field(as_dict(m, f"data[{i}]"), "id", f"data[{i}]"),
-                                    f"data[{i}].id") for i, m in enumerate(items)],
-                            headers=resp.headers)
+            return OpResult(id_list(resp.json()), headers=resp.headers)
 
         return Plan(self._http("GET", f"/v1/models?limit={MODELS_PAGE}", parse))

@@ -36,6 +36,7 @@ from .base import (
     Backend,
     Plan,
     StreamParser,
+    call_arguments,
     check_messages,
     estimate_tokens,
     unified_finish_reason,
@@ -124,18 +125,6 @@ def _function_response(content: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"output": value}
 
 
-def _call_args(arguments: Any, where: str) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = json.loads(arguments) if arguments else {}
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: arguments must be a JSON object") from exc
-    if not isinstance(value, dict):
-        raise TypeError(f"{where}: arguments must be a JSON object")
-    return value
-
-
 def to_contents(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """OpenAI-style messages as Gemini ``contents`` and ``systemInstruction``: roles become
     ``user``/``model``, tool calls ``functionCall`` parts, tool results ``functionResponse``
@@ -159,7 +148,7 @@ def to_contents(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], d
                     raise TypeError(f"{where}.tool_calls[{k}].function.name must be a string")
                 call_names[str(call.get("id"))] = name
                 parts.append({"functionCall": {
-                    "name": name, "args": _call_args(fn.get("arguments"),
+                    "name": name, "args": call_arguments(fn.get("arguments"),
                                                      f"{where}.tool_calls[{k}]")}})
         elif role == "tool":
             name = call_names.get(str(m.get("tool_call_id"))) or m.get("name")

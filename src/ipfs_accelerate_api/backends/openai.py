@@ -10,7 +10,8 @@ import binascii
 import json
 import os
 import re
-from typing import IO, Any, Mapping
+from collections.abc import Callable, Mapping
+from typing import IO, Any
 
 import numpy as np
 
@@ -22,10 +23,18 @@ from ..engine.retry import parse_duration
 from ..errors import ResponseFormatError, StreamInterrupted
 from ..transport import Response, SSEEvent
 from ..types import ChatChunk, ChatMessage, ChatResponse, CompletionResponse, ToolCall, Usage
-from ._shape import as_count, as_dict, as_list, as_str, field
-from .base import STREAM_END, Backend, Plan, StreamParser, check_messages, estimate_tokens
+from ._shape import as_count, as_dict, as_list, as_str, field, id_list
+from .base import (
+    STREAM_END,
+    Backend,
+    Plan,
+    StreamParser,
+    check_messages,
+    estimate_tokens,
+    unified_finish_reason,
+)
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["OpenAIBackend", "embeddings_parser"]
 
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
 
@@ -67,6 +76,11 @@ class OpenAIBackend(Backend):
     stream_include_usage = True
     #: The model ``transcribe`` uses when none is named.
     transcribe_model = "whisper-1"
+    #: Prefixed to the chat and model-listing paths (``/v1`` for a server whose base URL is
+    #: its root, as TGI's Messages API).
+    api_prefix = ""
+    #: A compatible server's own finish reasons -> the unified ones (OpenAI's are those).
+    finish_reasons: Mapping[str, str] = {}
 
     # -- conventions ----------------------------------------------------------------------
     def _auth_headers(self, key: Secret | None) -> dict[str, str]:
@@ -108,7 +122,11 @@ class OpenAIBackend(Backend):
         return {"model": model, "messages": check_messages(messages), **params}
 
     def _plan_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
-        body = self._chat_body(messages, model, params)
+        return self._chat_request(self.api_prefix + "/chat/completions",
+                                  self._chat_body(messages, model, params))
+
+    def _chat_request(self, path: str, body: dict[str, Any]) -> Plan:
+        """A chat request to ``path``, its answer parsed as a ``chat.completion``."""
 
         def parse(resp: Response) -> OpResult:
             data = as_dict(resp.json(), "response")
@@ -120,22 +138,23 @@ class OpenAIBackend(Backend):
             usage = _usage(data.get("usage"))
             return OpResult(
                 ChatResponse(text=content or "", message=message,
-                             finish_reason=as_str(choice.get("finish_reason"),
-                                                  "choices[0].finish_reason", optional=True),
+                             finish_reason=unified_finish_reason(
+                                 choice.get("finish_reason"), self.finish_reasons,
+                                 "choices[0].finish_reason"),
                              usage=usage, model=as_str(data.get("model"), "model", optional=True),
                              request_id=resp.headers.get("x-request-id"), raw=data),
                 usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
         encoded = json.dumps(body).encode()
-        return Plan(self._http("POST", "/chat/completions", parse, body=encoded),
-                    self._estimate(body, encoded))
+        return Plan(self._http("POST", path, parse, body=encoded), self._estimate(body, encoded))
 
     def _plan_stream_chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Plan:
         if self.stream_include_usage:
             params.setdefault("stream_options", {"include_usage": True})
         body = self._chat_body(messages, model, {**params, "stream": True})
         encoded = json.dumps(body).encode()
-        return self._stream_plan("/chat/completions", encoded, self._estimate(body, encoded),
+        return self._stream_plan(self.api_prefix + "/chat/completions", encoded,
+                                 self._estimate(body, encoded),
                                  StreamParser.from_function(self._stream_chunk))
 
     def _stream_chunk(self, ev: SSEEvent) -> Any:
@@ -158,8 +177,9 @@ class OpenAIBackend(Backend):
         for i, t in enumerate(tool_calls):
             as_dict(t, f"delta.tool_calls[{i}]")
         return ChatChunk(text=as_str(delta.get("content"), "delta.content", optional=True) or "",
-                         finish_reason=as_str(choice.get("finish_reason"),
-                                              "chunk.finish_reason", optional=True),
+                         finish_reason=unified_finish_reason(choice.get("finish_reason"),
+                                                             self.finish_reasons,
+                                                             "chunk.finish_reason"),
                          usage=usage, tool_calls=tool_calls, raw=obj)
 
     # -- completions ----------------------------------------------------------------------
@@ -178,61 +198,23 @@ class OpenAIBackend(Backend):
                 usage.prompt_tokens, usage.completion_tokens, resp.headers)
 
         encoded = json.dumps(body).encode()
-        return Plan(self._http("POST", "/completions", parse, body=encoded),
+        return Plan(self._http("POST", self.api_prefix + "/completions", parse, body=encoded),
                     self._estimate(body, encoded))
 
     # -- embeddings -----------------------------------------------------------------------
     def _plan_embed(self, texts: list[str], *, model: str, **params: Any) -> Plan:
         params.setdefault("encoding_format", "base64")
         body = {"model": model, "input": texts, **params}
-        n = len(texts)
-
-        def parse(resp: Response) -> OpResult:
-            fast = _float_arrays(resp.data)
-            if fast is not None:
-                data, vectors = fast
-                items = as_list(field(as_dict(data, "response"), "data", "response"), "data")
-                if len(vectors) != len(items):
-                    raise ResponseFormatError(f"{self.name}: embeddings outside data[]")
-                for i, (it, vec) in enumerate(zip(items, vectors)):
-                    as_dict(it, f"data[{i}]")["embedding"] = vec
-            else:
-                data = as_dict(resp.json(), "response")
-                items = as_list(field(data, "data", "response"), "data")
-            if len(items) != n:
-                raise ResponseFormatError(f"{self.name}: asked for {n} embeddings, got {len(items)}")
-            out: np.ndarray | None = None
-            seen = np.zeros(n, dtype=bool)
-            for i, it in enumerate(items):
-                it = as_dict(it, f"data[{i}]")
-                index = as_count(it.get("index", i), f"data[{i}].index")
-                if index >= n or seen[index]:
-                    raise ResponseFormatError(f"{self.name}: data[{i}].index {index} is out of "
-                                              f"range or repeated (expected each of 0..{n - 1} once)")
-                seen[index] = True
-                row = _vector(field(it, "embedding", f"data[{i}]"), f"data[{i}].embedding")
-                if out is None:
-                    out = np.empty((n, len(row)), dtype=np.float32)
-                elif len(row) != out.shape[1]:
-                    raise ResponseFormatError(f"{self.name}: data[{i}].embedding has {len(row)} "
-                                              f"dimensions, data[0] has {out.shape[1]}")
-                out[index] = row
-            assert out is not None  # n >= 1 items, each checked above
-            usage = _usage(data.get("usage"))
-            return OpResult(out, usage.prompt_tokens, 0, resp.headers)
-
         est = sum(estimate_tokens(t) for t in texts)
-        return Plan(self._http("POST", "/embeddings", _catching(parse), json_body=body), est)
+        return Plan(self._http("POST", self.api_prefix + "/embeddings", embeddings_parser(len(texts), self.name),
+                               json_body=body), est)
 
     # -- models, images, audio ----------------------------------------------------------------
     def _plan_list_models(self) -> Plan:
         def parse(resp: Response) -> OpResult:
-            items = as_list(field(as_dict(resp.json(), "response"), "data", "response"), "data")
-            return OpResult([as_str(field(as_dict(m, f"data[{i}]"), "id", f"data[{i}]"),
-                                    f"data[{i}].id") for i, m in enumerate(items)],
-                            headers=resp.headers)
+            return OpResult(id_list(resp.json()), headers=resp.headers)
 
-        return Plan(self._http("GET", "/models", parse))
+        return Plan(self._http("GET", self.api_prefix + "/models", parse))
 
     def generate_image(self, prompt: str, *, model: str = "dall-e-3",
                        priority: int = Priority.NORMAL, **params: Any) -> list[bytes | str]:
@@ -311,6 +293,48 @@ class OpenAIBackend(Backend):
         body = {"model": model, "input": text, "voice": voice, **params}
         return Plan(self._http("POST", "/audio/speech",
                                lambda resp: OpResult(resp.data, headers=resp.headers), json_body=body))
+
+
+def embeddings_parser(n: int, backend: str) -> Callable[[Response], OpResult]:
+    """The parser of an OpenAI-style ``/embeddings`` answer holding ``n`` vectors (float
+    arrays or base64), as one float32 array in input order; shared by every backend that
+    speaks this route (TEI's ``/v1/embeddings``)."""
+
+    def parse(resp: Response) -> OpResult:
+        fast = _float_arrays(resp.data)
+        if fast is not None:
+            data, vectors = fast
+            items = as_list(field(as_dict(data, "response"), "data", "response"), "data")
+            if len(vectors) != len(items):
+                raise ResponseFormatError(f"{backend}: embeddings outside data[]")
+            for i, (it, vec) in enumerate(zip(items, vectors)):
+                as_dict(it, f"data[{i}]")["embedding"] = vec
+        else:
+            data = as_dict(resp.json(), "response")
+            items = as_list(field(data, "data", "response"), "data")
+        if len(items) != n:
+            raise ResponseFormatError(f"{backend}: asked for {n} embeddings, got {len(items)}")
+        out: np.ndarray | None = None
+        seen = np.zeros(n, dtype=bool)
+        for i, it in enumerate(items):
+            it = as_dict(it, f"data[{i}]")
+            index = as_count(it.get("index", i), f"data[{i}].index")
+            if index >= n or seen[index]:
+                raise ResponseFormatError(f"{backend}: data[{i}].index {index} is out of "
+                                          f"range or repeated (expected each of 0..{n - 1} once)")
+            seen[index] = True
+            row = _vector(field(it, "embedding", f"data[{i}]"), f"data[{i}].embedding")
+            if out is None:
+                out = np.empty((n, len(row)), dtype=np.float32)
+            elif len(row) != out.shape[1]:
+                raise ResponseFormatError(f"{backend}: data[{i}].embedding has {len(row)} "
+                                          f"dimensions, data[0] has {out.shape[1]}")
+            out[index] = row
+        assert out is not None  # n >= 1 items, each checked above
+        usage = _usage(data.get("usage"))
+        return OpResult(out, usage.prompt_tokens, 0, resp.headers)
+
+    return _catching(parse)  # type: ignore[no-any-return]
 
 
 _EMBEDDING_ARRAY = re.compile(rb'"embedding"\s*:\s*\[([^\]]*)\]')

@@ -29,18 +29,25 @@ def _services() -> dict[str, type[Service]]:
     from .anthropic import ClaudeService
     from .gemini import GeminiService
     from .groq import GroqService
+    from .ollama import OllamaService
     from .openai import OpenAIService
+    from .opea import OPEAService
+    from .ovms import OVMSService
+    from .tei import TEIService
+    from .tgi import TGIService
 
     return {"openai": OpenAIService, "claude": ClaudeService, "groq": GroqService,
-            "gemini": GeminiService}
+            "gemini": GeminiService, "tgi": TGIService, "ollama": OllamaService,
+            "tei": TEIService, "ovms": OVMSService, "opea": OPEAService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai", "claude", "groq", "gemini")
+SERVICES = ("openai", "claude", "groq", "gemini", "tgi", "ollama", "tei", "ovms", "opea")
 
 #: The API path below each service's prefix that clients use as their base URL (Anthropic's
 #: clients add ``/v1`` to every path themselves).
-_BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta"}
+_BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta",
+               "tgi": "", "ollama": "", "tei": "", "ovms": "", "opea": ""}
 
 
 class Emulator:

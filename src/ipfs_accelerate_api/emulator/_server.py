@@ -41,7 +41,7 @@ FAULT_RETRY_AFTER = 0.05
 NOMINAL_RPM, NOMINAL_TPM = 500, 200_000
 
 FAULT_KINDS = (
-    "500", "503", "429", "reset", "timeout", "truncate", "malformed", "bad_utf8",
+    "500", "503", "424", "429", "reset", "timeout", "truncate", "malformed", "bad_utf8",
     "wrong_shape", "stream_error",
 )
 
@@ -203,6 +203,14 @@ class Service:
 
     def stream_error_chunk(self) -> bytes:
         return b""
+
+    #: Over ``capacity``: False waits, like a saturated server; True answers
+    #: :meth:`over_capacity` at once, as servers with a concurrency limit do (TEI's 429).
+    capacity_refuses = False
+
+    def over_capacity(self) -> Reply:
+        """The answer to a request beyond ``capacity`` when :attr:`capacity_refuses`."""
+        return self.error(429, "Model is overloaded", "overloaded")
 
     def estimate_tokens(self, req: Request) -> int:
         return max(1, len(req.body) // 4)
@@ -468,7 +476,16 @@ class _Handler(BaseHTTPRequestHandler):
                       root=f"http://{host}/{prefix}")
         req.key = service.read_key(req)
         sem = service.capacity()
-        if sem is not None:
+        if sem is not None and service.capacity_refuses:
+            if not sem.acquire(blocking=False):  # over capacity: refuse at once (TEI, TGI)
+                service.record.begin(req)
+                service.record.throttled()
+                try:
+                    self._reply(service.over_capacity())
+                finally:
+                    service.record.end()
+                return
+        elif sem is not None:
             sem.acquire()  # over capacity: wait, like a saturated server
         service.record.begin(req)
         try:
@@ -510,7 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = service.next_fault()
         if fault:
             service.record.fault(fault)
-        if fault in ("500", "503"):
+        if fault in ("500", "503", "424"):  # 424: TGI's generation failure
             return self._reply(service.error(int(fault), "The server had an error while processing "
                                              "your request.", "server_error"))
         if fault == "429":

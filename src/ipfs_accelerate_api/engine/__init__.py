@@ -51,12 +51,55 @@ MIN_RETRY_DELAY = 0.001
 
 @dataclass
 class OpResult:
-    """An operation's value plus what the engine should learn from it."""
+    """An operation's value plus what the engine should learn from it.
+
+    ``stream=True``: the value is an iterator still reading from the server; the request's
+    concurrency slot is held until it is exhausted, closed, broken or garbage-collected, so
+    ``max_concurrency`` bounds streams too."""
 
     value: Any
     prompt_tokens: int = 0
     completion_tokens: int = 0
     headers: Mapping[str, str] | None = None
+    stream: bool = False
+
+
+class _SlotStream:
+    """A stream that gives its concurrency slot back exactly once: when it is exhausted,
+    raises, is closed, or is collected (also if it was never iterated)."""
+
+    __slots__ = ("_it", "_give")
+
+    def __init__(self, it: Any, give: Callable[[], None]) -> None:
+        self._it = it
+        self._give: Callable[[], None] | None = give
+
+    def __iter__(self) -> "_SlotStream":
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._it)
+        except BaseException:
+            self._release()
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        give, self._give = self._give, None
+        if give is not None:
+            give()
+
+    def __del__(self) -> None:
+        if self._give is not None:
+            self.close()
 
 
 @dataclass
@@ -146,6 +189,7 @@ class _Call:
     last_key: str | None = None
     in_attempt: bool = False
     expiry_armed: bool = False
+    slot_handed: bool = False  # a stream took the concurrency slot with it
 
 
 class _Scheduler:
@@ -269,6 +313,8 @@ class Engine:
         self._max_concurrency = max_concurrency
         # One slot per request in flight, taken by workers and by callers that run inline.
         self._slots = _Slots(max_concurrency)
+        self._streams_open = 0  # streams handed to callers, each holding a slot
+        self._streams_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._closed = False
@@ -324,7 +370,8 @@ class Engine:
                 if not c.future.done():
                     self._finish(c, exc)
             finally:
-                self._slots.give()
+                if not c.slot_handed:
+                    self._slots.give()
             if not c.future.done():
                 self._ensure_workers()  # it was deferred: a worker will pick it up
             return c.future.result()
@@ -372,6 +419,11 @@ class Engine:
             call.expiry_armed = True
             self._scheduler.expire_at(call, call.deadline)
 
+    def _stream_ended(self) -> None:
+        with self._streams_lock:
+            self._streams_open -= 1
+        self._slots.give()
+
     def _expire(self, call: _Call) -> None:
         # An attempt in progress is bounded by the operation itself (the transport cuts it
         # at the deadline); a call between attempts or in the queue ends here.
@@ -398,7 +450,8 @@ class Engine:
                 if not call.future.done():
                     self._finish(call, exc)
             finally:
-                self._slots.give()
+                if not call.slot_handed:
+                    self._slots.give()
 
     def _run(self, call: _Call) -> None:
         if call.future.done():
@@ -453,7 +506,13 @@ class Engine:
             used = result.prompt_tokens + result.completion_tokens
             self._keys.release(key, ok=True, est_tokens=call.est_tokens, used_tokens=used)
             self._learn(key, result.headers)
-            self._finish(call, None, result.value, result.prompt_tokens, result.completion_tokens)
+            value = result.value
+            if result.stream:  # the slot leaves with the stream
+                with self._streams_lock:
+                    self._streams_open += 1
+                value = _SlotStream(value, self._stream_ended)
+                call.slot_handed = True
+            self._finish(call, None, value, result.prompt_tokens, result.completion_tokens)
         else:
             self._keys.release(key, ok=True, est_tokens=call.est_tokens,
                                used_tokens=call.est_tokens)
@@ -486,6 +545,9 @@ class Engine:
                 self._keys.disable(key, f"{exc.status} {exc.message[:120]}")
                 extra_try = self._keys.available() > 0  # another key may work
         retryable = extra_try or is_retryable(exc)
+        limit = getattr(exc, "retry_limit", None)
+        if limit is not None:  # the service's own budget for this failure decides
+            retryable = call.attempts <= limit
         if not retryable or call.attempts > self.retry.max_retries + (1 if extra_try else 0):
             log.debug("%s %s %s: giving up after %d attempt(s): %s", self.name, call.op_name,
                       call.id, call.attempts, type(exc).__name__)
@@ -574,6 +636,7 @@ class Engine:
             "queue_depth": q["depth"],
             "queue": q,
             "waiting": len(self._scheduler),
+            "streams_open": self._streams_open,
             "breaker": self._breaker.stats(),
             "keys": keys,
         })

@@ -249,6 +249,9 @@ def test_sync_clamps_negative_values(impl, clock) -> None:
     assert b.available() == pytest.approx(1)
     b.sync(remaining=0, reset_after=-5)  # read as a reset now: one token now, never raised
     assert b.available() == pytest.approx(1)
+    clock.advance(1)  # full again
+    b.sync(remaining=0, reset_after=-5)
+    assert b.available() == pytest.approx(1)
 
 
 def test_limiter_takes_its_clock_and_sleep(impl, clock) -> None:

@@ -10,7 +10,12 @@ import pickle
 
 import pytest
 
-from ipfs_accelerate_api.config import Credentials, Secret, resolve_credentials
+from ipfs_accelerate_api.config import (
+    Credentials,
+    Secret,
+    check_header_value,
+    resolve_credentials,
+)
 from ipfs_accelerate_api.errors import ConfigurationError
 
 
@@ -136,6 +141,17 @@ def test_an_entry_with_only_a_base_url_has_no_keys(cred_file) -> None:
         resolve(env)
 
 
+def test_several_prefixes_are_tried_in_order() -> None:
+    def keys(env):
+        return revealed(resolve_credentials("gemini", ("GEMINI", "GOOGLE"), env=env))
+
+    assert keys({"GOOGLE_API_KEY": "g"}) == ["g"]
+    assert keys({"GOOGLE_API_KEY": "g", "GEMINI_API_KEYS": "m1,m2"}) == ["m1", "m2"]
+    with pytest.raises(ConfigurationError) as info:
+        resolve_credentials("x", ("AA", "BB", "CC"), env={})
+    assert "set AA_API_KEY or BB_API_KEY or CC_API_KEY (or AA_API_KEYS=k1,k2" in str(info.value)
+
+
 def test_the_default_file_is_in_home(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     path = tmp_path / ".ipfs_api_credentials"
@@ -183,3 +199,22 @@ def test_a_file_others_can_touch_is_refused(cred_file, mode) -> None:
     env = cred_file({"openai": "sk-1"}, mode)
     with pytest.raises(ConfigurationError, match="chmod 600"):
         resolve(env)
+
+
+# -- what may travel in a header --------------------------------------------------------
+
+@pytest.mark.parametrize("value, kind", [
+    ("sk-1\n", "a line break"), ("sk\r1", "a line break"), ("sk\x011", "a control character"),
+    ("sk-\u00e91", "a non-ASCII character"), ("sk-1\u201d", "a non-ASCII character"),
+])
+def test_header_values_must_be_printable_ascii(value, kind) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        check_header_value(value, "the API key")
+    assert str(info.value).startswith(f"the API key contains {kind};")
+    assert value not in str(info.value)  # the value may be a secret: never echoed
+
+
+def test_a_header_value_must_be_a_string() -> None:
+    assert check_header_value("sk-1 ok", "the key") == "sk-1 ok"
+    with pytest.raises(ConfigurationError, match="the key must be a string, got int"):
+        check_header_value(5, "the key")  # type: ignore[arg-type]

@@ -393,6 +393,24 @@ def test_policy_defaults_and_value_semantics() -> None:
         b.failure_threshold = 1  # type: ignore[misc]
 
 
+def test_jitter_is_a_boolean() -> None:
+    with pytest.raises(ConfigurationError, match="jitter"):
+        RetryPolicy(jitter=1)  # type: ignore[arg-type]
+    assert RetryPolicy(jitter=False).backoff(1, 0.1) == DEFAULT_BASE_DELAY
+
+
+def test_breaker_policy_boundaries() -> None:
+    assert BreakerPolicy(recovery_timeout=0, failure_threshold=1).recovery_timeout == 0
+    with pytest.raises(ConfigurationError, match="recovery_timeout"):
+        BreakerPolicy(recovery_timeout=-0.1)
+
+
+@pytest.mark.parametrize("name", ["connect", "read"])
+def test_connect_and_read_are_never_unbounded(name) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        Timeouts(**{name: None})
+
+
 def test_timeouts_defaults_and_value_semantics() -> None:
     t = Timeouts()
     assert (t.connect, t.read, t.total, t.stream_idle, t.stream_total) == (5.0, 120.0, None,

@@ -127,6 +127,19 @@ def test_an_event_cut_off_at_the_end() -> None:
     assert sse(b"data: a\n\nid: 3") == sse(b"data: a\n\n")
 
 
+def test_an_unterminated_event_keeps_all_its_lines() -> None:
+    assert data(b"data: a\ndata: b") == ["a\nb"]
+
+
+def test_retry_digits_up_to_nine() -> None:
+    assert [e.retry for e in sse(b"retry: 123456789\ndata: x\n\nretry: 1234567890\ndata: y\n\n")] \
+        == [123456789, None]
+
+
+def test_event_defaults() -> None:
+    assert SSEEvent() == SSEEvent(event="message", data="", id=None, retry=None)
+
+
 def test_event_json_errors_are_typed() -> None:
     with pytest.raises(ResponseFormatError, match="not JSON"):
         SSEEvent(data="{half").json()
@@ -161,7 +174,8 @@ def test_response_json() -> None:
 class _Hop(BaseHTTPRequestHandler):
     """``/to/<status>?url=<where>`` answers ``status`` with that location (none without
     ``url``); ``/chain/<n>`` redirects n times; ``/status/<code>`` answers that code;
-    ``/slow/<seconds>`` answers late; anything else echoes the request."""
+    ``/slow/<seconds>`` answers late; ``/drip/<status>`` drips its body (a 3xx one to
+    ``/echo``); anything else echoes the request."""
 
     protocol_version = "HTTP/1.1"
 
@@ -185,19 +199,28 @@ class _Hop(BaseHTTPRequestHandler):
         elif segs[0] == "slow":
             time.sleep(float(segs[1]))
             self._answer(200, b"late", {})
+        elif segs[0] == "drip":  # /drip/<status>: 40 bytes, one every 50 ms (2 s in all)
+            code = int(segs[1])
+            self._answer(code, b"x" * 40, {"location": "/echo"} if code != 200 else {}, drip=0.05)
         else:
             echo = {"method": self.command, "path": parts.path, "body": body.decode()}
             self._answer(200, json.dumps(echo).encode(), {"content-type": "application/json"})
 
-    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _answer(self, status: int, body: bytes, headers: dict[str, str],
+                drip: float = 0.0) -> None:
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+            if not drip:
+                self.wfile.write(body)
+            for i in range(len(body) if drip else 0):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(drip)
+        except OSError:  # the client gave up (a timeout test)
             self.close_connection = True
 
     do_GET = do_POST = do_PUT = _handle
@@ -359,3 +382,51 @@ def test_nobody_listening_is_a_connection_error(transport) -> None:
         with pytest.raises(APIConnectionError) as info:
             transport.request("GET", f"http://127.0.0.1:{port}/")
     assert info.value.__cause__ is not None
+
+
+# -- redirects and bodies under time bounds (the watched path) ------------------------------
+
+@pytest.fixture
+def bounded():
+    """A transport whose every exchange is bounded (``Timeouts.total``)."""
+    made = []
+
+    def factory(total: float = 5.0) -> Transport:
+        t = Transport(timeouts=Timeouts(connect=2, read=5, total=total))
+        made.append(t)
+        return t
+
+    yield factory
+    for t in made:
+        t.close()
+
+
+def test_a_bounded_exchange_gives_its_connections_back(servers, bounded) -> None:
+    hop, _ = servers
+    t = bounded()
+    assert t.request("GET", f"{hop.url}/to/307?url=/echo").json()["path"] == "/echo"
+    assert t.request("GET", f"{hop.url}/echo").status == 200
+    assert t.request("GET", f"{hop.url}/status/204").data == b""
+    assert len(hop.seen) == 4 and len({s["port"] for s in hop.seen}) == 1
+
+
+def test_a_finished_bounded_exchange_is_not_cut_later(servers, bounded) -> None:
+    hop, _ = servers
+    t = bounded(total=0.3)
+    t.request("GET", f"{hop.url}/echo")
+    time.sleep(0.5)  # past the first exchange's bound, with its connection in the pool
+    assert t.request("GET", f"{hop.url}/echo").status == 200
+    assert len({s["port"] for s in hop.seen}) == 1  # the same connection, still whole
+
+
+def test_the_total_bound_holds_across_a_redirect(servers, bounded) -> None:
+    hop, _ = servers
+    with pytest.raises(APITimeoutError, match="Timeouts.total"):
+        bounded(total=0.5).request("GET", f"{hop.url}/to/307?url=/drip/200")
+
+
+def test_a_redirect_whose_body_outlives_the_bound(servers, bounded) -> None:
+    hop, _ = servers
+    with pytest.raises(APITimeoutError, match="Timeouts.total"):
+        bounded(total=0.5).request("GET", f"{hop.url}/drip/307")
+    assert [s["path"] for s in hop.seen] == ["/drip/307"]  # never followed

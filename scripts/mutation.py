@@ -15,7 +15,8 @@ Usage (from the repository root, with the project's venv active)::
     python scripts/mutation.py keys --mutant 17    # run one mutant and show its diff
     python scripts/mutation.py keys --json out.json
 
-Options: ``--only NAME`` restricts mutants to functions/classes named NAME (repeatable);
+Options: ``--only NAME`` restricts mutants to functions/classes named NAME, or a dotted path
+such as ``Transport.request`` (repeatable);
 ``--pure`` runs with ``IPFS_ACCEL_NO_EXTENSIONS=1`` and without the ``c_extension`` tests
 (for the pure twins of the core); ``--timeout S`` caps one mutant's run (default: three times
 a clean run of the tests it needs, at least 20 s); ``--root DIR`` mutates and tests another
@@ -47,21 +48,37 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = "src/ipfs_accelerate_api"
 
-#: name -> (module path below the root, test paths, functions/classes only, pure twin)
+#: name -> (module path below the root, test paths, functions/classes only, pure twin).
+#: The test paths are the files that pin the module (a mutant runs only the tests among them
+#: that execute its line); ``--tests`` replaces them.
+_API = "tests/api"
 PRESETS: dict[str, tuple[str, list[str], list[str], bool]] = {
-    "keys": (f"{PKG}/engine/keys.py", ["tests"], [], False),
-    "retry": (f"{PKG}/engine/retry.py", ["tests"], [], False),
-    "config": (f"{PKG}/config.py", ["tests"], [], False),
-    "transport": (f"{PKG}/transport.py", ["tests"],
-                  ["request", "_lines", "_decode", "iter_sse", "iter_ndjson", "SSEEvent",
-                   "json"], False),
-    "ratelimit": (f"{PKG}/core/_pure/ratelimit.py", ["tests"], [], True),
-    "breaker": (f"{PKG}/core/_pure/breaker.py", ["tests"], [], True),
+    "keys": (f"{PKG}/engine/keys.py",
+             [f"{_API}/{f}.py" for f in ("test_keys", "test_engine", "test_resilience",
+                                          "test_retry_rules", "test_openai_backend")], [], False),
+    "retry": (f"{PKG}/engine/retry.py",
+              [f"{_API}/{f}.py" for f in ("test_retry_rules", "test_units", "test_keys",
+                                           "test_engine", "test_resilience")], [], False),
+    "config": (f"{PKG}/config.py",
+               [f"{_API}/{f}.py" for f in ("test_credentials", "test_retry_rules", "test_units",
+                                            "test_hardening", "test_openai_backend")], [], False),
+    "transport": (f"{PKG}/transport.py",
+                  [f"{_API}/{f}.py" for f in ("test_transport_readers", "test_units",
+                                               "test_hardening", "test_resilience",
+                                               "test_openai_backend", "test_async_stream")],
+                  ["Transport.request", "_lines", "_decode", "iter_sse", "iter_ndjson",
+                   "SSEEvent", "Response.json"], False),
+    "ratelimit": (f"{PKG}/core/_pure/ratelimit.py",
+                  ["tests/core", *(f"{_API}/{f}.py" for f in ("test_keys", "test_engine",
+                                                               "test_resilience"))], [], True),
+    "breaker": (f"{PKG}/core/_pure/breaker.py",
+                ["tests/core", *(f"{_API}/{f}.py" for f in ("test_engine", "test_resilience",
+                                                             "test_retry_rules"))], [], True),
 }
 
 PYTEST_BASE = ["-p", "no:cacheprovider", "-q", "--no-header"]
@@ -106,8 +123,16 @@ class _Finder(ast.NodeVisitor):
         self._names: list[str] = []
         self._in_raise = 0
 
+    def _selected(self) -> bool:
+        """Inside one of ``only``: a name, or a dotted path (``Transport.request``)."""
+        for o in self.only:
+            parts = o.split(".")
+            if any(self._names[i:i + len(parts)] == parts for i in range(len(self._names))):
+                return True
+        return not self.only
+
     def _add(self, node: ast.AST, new: str, what: str, stmt: ast.stmt | None = None) -> None:
-        if self.only and not any(n in self.only for n in self._names):
+        if not self._selected():
             return
         stmt = stmt or (self._stmt[-1] if self._stmt else None)
         func = self._func[-1] if self._func else None
@@ -403,7 +428,7 @@ class Runner:
         t0 = time.monotonic()
         try:
             p = subprocess.run(cmd, cwd=self.cwd, env=env, capture_output=True, text=True,
-                               timeout=timeout)
+                               timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             return None, "", time.monotonic() - t0
         return p.returncode, p.stdout + p.stderr, time.monotonic() - t0
@@ -514,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [m for m in mutants if args.mutant is None or m.index in args.mutant]
         print(f"{rel}: {len(chosen)} mutants", flush=True)
 
-        def done(i: int, m: Mutant) -> None:
+        def done(i: int, m: Mutant, source: str = source, chosen: list = chosen) -> None:
             if args.verbose or m.status in ("survived", "not covered") or args.mutant:
                 print(f"  #{m.index} L{m.start[0]} {m.status}: {m.what}: {diff_line(source, m)}"
                       + (f" [{m.failed}]" if m.failed and (args.verbose or args.mutant) else ""),

@@ -3,13 +3,14 @@ the shapes a credentials-file entry may take, and the errors for a bad file."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
 
 import pytest
 
-from ipfs_accelerate_api.config import Secret, resolve_credentials
+from ipfs_accelerate_api.config import Credentials, Secret, resolve_credentials
 from ipfs_accelerate_api.errors import ConfigurationError
 
 
@@ -57,6 +58,21 @@ def test_a_secret_is_trimmed_and_labelled() -> None:
 def test_a_secret_must_be_a_non_empty_string(value) -> None:
     with pytest.raises(ConfigurationError, match="non-empty string"):
         Secret(value)  # type: ignore[arg-type]
+
+
+def test_a_secret_has_no_instance_dict_to_dump() -> None:
+    s = Secret("sk-1")
+    with pytest.raises(TypeError):
+        vars(s)
+    with pytest.raises(AttributeError):
+        s.extra = 1  # type: ignore[attr-defined]
+
+
+def test_credentials_are_a_frozen_value() -> None:
+    c = Credentials()
+    assert c == Credentials(keys=(), base_url=None, source="none")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.source = "x"  # type: ignore[misc]
 
 
 def test_a_secret_is_not_picklable() -> None:

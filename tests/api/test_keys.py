@@ -73,6 +73,14 @@ def test_round_robin_order(clock) -> None:
     assert turns(pool, 7) == ["k1", "k2", "k3", "k1", "k2", "k3", "k1"]
 
 
+def test_round_robin_order_on_the_wire(make, emu) -> None:
+    ai = make(api_keys=["k1", "k2", "k3"])
+    for _ in range(5):
+        ai.list_models()
+    sent = [h["authorization"] for h in emu.record("openai").auth_headers_seen]
+    assert sent == ["Bearer k1", "Bearer k2", "Bearer k3", "Bearer k1", "Bearer k2"]
+
+
 def test_round_robin_gives_a_busy_key_its_turn(clock) -> None:
     pool = KeyPool(secrets(3), clock=clock)
     busy = take(pool)
@@ -155,6 +163,16 @@ def test_the_token_burst_is_one_seconds_worth(clock, tpm, burst, wait) -> None:
     clock.advance(wait)
     take(pool, 1)
     assert pool.acquire(burst) == (None, pytest.approx(burst * wait))
+    clock.advance(60)  # a long pause refills the burst, no more
+    take(pool, burst)
+    assert pool.acquire(1) == (None, pytest.approx(wait))
+
+
+def test_a_key_is_usable_from_the_start_of_any_clock() -> None:
+    from ..conftest import FakeClock
+
+    pool = KeyPool(secrets(2), clock=FakeClock(start=0.0))
+    assert turns(pool, 2) == ["k1", "k2"]
 
 
 def test_a_cooling_key_hands_its_turn_to_the_next(clock) -> None:
@@ -271,8 +289,7 @@ def test_bucket_ends_where_the_real_usage_puts_it(on_clock, est, used, wait) -> 
     e = on_clock(keys=secrets(1), tpm=600)  # 10 tokens a second, burst 10
     assert e.call(lambda a: OpResult("x", prompt_tokens=used - used // 2,
                                      completion_tokens=used // 2), est_tokens=est) == "x"
-    key, got = e.keys.acquire(10)
-    assert got == pytest.approx(wait)
+    assert e.keys.acquire(10)[1] == pytest.approx(wait)
     assert e.stats()["keys"]["k1"]["tokens"] == used
 
 
@@ -419,6 +436,16 @@ def test_per_key_stats(on_clock, clock) -> None:
                **base},
     }
     assert e.stats()["in_flight"] == 0
+
+
+def test_a_single_keys_stats(on_clock, clock) -> None:
+    e = on_clock(keys=secrets(1))
+    e.call(lambda a: OpResult("x", prompt_tokens=2, completion_tokens=3))
+    clock.advance(2)
+    e.call(lambda a: "y")
+    s = e.stats()["keys"]["k1"]
+    assert (s["requests"], s["succeeded"], s["tokens"], s["in_flight"], s["last_used"]) == (
+        2, 2, 5, 0, 1002.0)
 
 
 def test_stats_before_any_request(clock) -> None:

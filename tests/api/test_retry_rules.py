@@ -31,7 +31,6 @@ from ipfs_accelerate_api.errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
-    BadRequestError,
     ConfigurationError,
     NotFoundError,
     RateLimitError,
@@ -385,5 +384,29 @@ def test_policy_defaults_and_value_semantics() -> None:
         RetryPolicy(3)  # keyword-only
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.max_retries = 5  # type: ignore[misc]
-    assert BreakerPolicy() == BreakerPolicy(failure_threshold=5, recovery_timeout=30.0,
-                                            half_open_max_calls=1, success_threshold=1)
+    b = BreakerPolicy()
+    assert b == BreakerPolicy(failure_threshold=5, recovery_timeout=30.0, half_open_max_calls=1,
+                              success_threshold=1)
+    with pytest.raises(TypeError):
+        BreakerPolicy(5)  # keyword-only
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.failure_threshold = 1  # type: ignore[misc]
+
+
+def test_timeouts_defaults_and_value_semantics() -> None:
+    t = Timeouts()
+    assert (t.connect, t.read, t.total, t.stream_idle, t.stream_total) == (5.0, 120.0, None,
+                                                                           60.0, None)
+    assert Timeouts(read=1) == Timeouts(read=1) != t and "read=1" in repr(Timeouts(read=1))
+    with pytest.raises(TypeError):
+        Timeouts(5)  # keyword-only
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.read = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("options", [
+    {"connect": 0.001, "read": 0.001}, {"total": None, "stream_idle": None, "stream_total": None},
+    {"total": 1, "stream_idle": 1, "stream_total": 1},
+])
+def test_timeouts_boundaries_accepted(options) -> None:
+    assert Timeouts(**options) == Timeouts(**options)

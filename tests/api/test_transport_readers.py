@@ -4,13 +4,16 @@ the latter over real HTTP to two small local servers (two origins)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ipfs_accelerate_api.errors import APIConnectionError, ResponseFormatError
+from ipfs_accelerate_api.config import Timeouts
+from ipfs_accelerate_api.errors import APIConnectionError, APITimeoutError, ResponseFormatError
 from ipfs_accelerate_api.transport import (
     AUTH_HEADERS,
     Response,
@@ -41,6 +44,16 @@ def data(*chunks: bytes) -> list[str]:
 ])
 def test_every_line_ending(chunks) -> None:
     assert data(*chunks) == ["a\nb"]
+
+
+@pytest.mark.parametrize("chunk", [b"1\n2\r\n", b"1\r2\n", b"1\r\n2\r"])
+def test_a_line_end_near_the_start(chunk) -> None:
+    assert list(iter_ndjson(iter([chunk]))) == [1, 2]
+
+
+def test_the_last_line_loses_only_its_cr() -> None:
+    assert data(b"data: MAX") == ["MAX"]
+    assert data(b"data: MAX\r") == ["MAX"]
 
 
 def test_a_cr_at_the_very_end_is_a_line_end() -> None:
@@ -78,6 +91,11 @@ def test_defaults_and_reset_between_events() -> None:
 def test_retry_must_be_digits(line, retry) -> None:
     (ev,) = sse(line + b"\ndata: x\n\n")
     assert ev.retry == retry
+
+
+def test_unknown_fields_are_ignored() -> None:
+    (ev,) = sse(b"foo: 12\nDATA: no\ndata: x\n\n")
+    assert (ev.event, ev.data, ev.id, ev.retry) == ("message", "x", None, None)
 
 
 def test_only_one_space_after_the_colon_is_dropped() -> None:
@@ -142,7 +160,8 @@ def test_response_json() -> None:
 
 class _Hop(BaseHTTPRequestHandler):
     """``/to/<status>?url=<where>`` answers ``status`` with that location (none without
-    ``url``); ``/chain/<n>`` redirects n times; anything else echoes the request."""
+    ``url``); ``/chain/<n>`` redirects n times; ``/status/<code>`` answers that code;
+    ``/slow/<seconds>`` answers late; anything else echoes the request."""
 
     protocol_version = "HTTP/1.1"
 
@@ -160,6 +179,12 @@ class _Hop(BaseHTTPRequestHandler):
             self._answer(int(segs[1]), b"moved", {"location": where[0]} if where else {})
         elif segs[0] == "chain" and int(segs[1]) > 0:
             self._answer(302, b"", {"location": f"/chain/{int(segs[1]) - 1}"})
+        elif segs[0] == "status":
+            code = int(segs[1])
+            self._answer(code, b"" if code == 204 else b'{"error": "nope"}', {})
+        elif segs[0] == "slow":
+            time.sleep(float(segs[1]))
+            self._answer(200, b"late", {})
         else:
             echo = {"method": self.command, "path": parts.path, "body": body.decode()}
             self._answer(200, json.dumps(echo).encode(), {"content-type": "application/json"})
@@ -170,7 +195,10 @@ class _Hop(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+            self.close_connection = True
 
     do_GET = do_POST = do_PUT = _handle
 
@@ -294,3 +322,40 @@ def test_a_streamed_request_follows_redirects(servers, transport) -> None:
     r = transport.request("GET", f"{hop.url}/to/307?url=/echo", stream=True)
     assert r.status == 200
     assert json.loads(b"".join(r.iter_bytes()))["path"] == "/echo"
+
+
+def test_an_error_status_is_read_whole_even_when_streaming(servers, transport) -> None:
+    hop, _ = servers
+    r = transport.request("GET", f"{hop.url}/status/400", stream=True)
+    assert (r.status, r.data, r.raw) == (400, b'{"error": "nope"}', None)
+    transport.request("GET", f"{hop.url}/echo")
+    assert len({s["port"] for s in hop.seen}) == 1  # the connection was given back
+    r = transport.request("GET", f"{hop.url}/status/399", stream=True)
+    assert r.data == b"" and r.raw is not None  # below 400: the caller reads the stream
+    assert b"".join(r.iter_bytes()) == b'{"error": "nope"}'
+
+
+def test_an_empty_body(servers, transport) -> None:
+    hop, _ = servers
+    r = transport.request("GET", f"{hop.url}/status/204")
+    assert (r.status, r.data) == (204, b"")
+
+
+def test_a_per_request_timeout_overrides_the_default(servers) -> None:
+    hop, _ = servers
+    t = Transport(timeouts=Timeouts(connect=2, read=5))
+    try:
+        with pytest.raises(APITimeoutError) as info:
+            t.request("GET", f"{hop.url}/slow/1", timeouts=Timeouts(connect=2, read=0.1))
+        assert info.value.__cause__ is not None
+    finally:
+        t.close()
+
+
+def test_nobody_listening_is_a_connection_error(transport) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(APIConnectionError) as info:
+            transport.request("GET", f"http://127.0.0.1:{port}/")
+    assert info.value.__cause__ is not None

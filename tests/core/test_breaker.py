@@ -252,7 +252,7 @@ def test_defaults(impl, clock) -> None:
     ({"recovery_timeout": -1}, "recovery_timeout"),
 ])
 def test_a_bad_argument_is_named(impl, kwargs, name) -> None:
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
         impl.CircuitBreaker(**kwargs)
 
 

@@ -53,7 +53,7 @@ from ..transport import Response, Transport, iter_ndjson, iter_sse
 from ..types import ChatChunk
 
 __all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "call_arguments", "check_messages",
-           "check_model", "unified_finish_reason"]
+           "check_model", "content_parts", "unified_finish_reason"]
 
 DEFAULT_BATCH_SIZE = 256
 DEFAULT_BATCH_TIMEOUT = 0.005
@@ -168,6 +168,25 @@ def call_arguments(arguments: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"{where}: arguments must be a JSON object")
     return value
+
+
+def content_parts(content: list[Any], where: str, service: str) -> Iterator[tuple[str, str]]:
+    """The parts of an OpenAI-style content list (already shape-checked by
+    :func:`check_messages`) as ``("text", text)`` and ``("image_url", url)``; any other part
+    type is a ``ValueError`` naming ``service``, an image without a URL string a ``TypeError``."""
+    for j, part in enumerate(content):
+        kind = part["type"]
+        if kind == "text" and isinstance(part.get("text"), str):
+            yield "text", part["text"]
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise TypeError(f"{where}[{j}]: image_url needs a 'url' string")
+            yield "image_url", url
+        else:
+            raise ValueError(f"{where}[{j}]: {service} takes 'text' and 'image_url' parts, "
+                             f"got {kind!r}")
 
 
 def _check_texts(texts: Any) -> list[str]:

@@ -38,6 +38,7 @@ from .base import (
     StreamParser,
     call_arguments,
     check_messages,
+    content_parts,
     estimate_tokens,
     unified_finish_reason,
 )
@@ -97,21 +98,8 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
         return []
     if isinstance(content, str):
         return [{"text": content}]
-    out = []
-    for j, part in enumerate(content):
-        kind = part["type"]
-        if kind == "text" and isinstance(part.get("text"), str):
-            out.append({"text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise TypeError(f"{where}[{j}]: image_url needs a 'url' string")
-            out.append(_image_part(url, f"{where}[{j}]"))
-        else:
-            raise ValueError(f"{where}[{j}]: gemini takes 'text' and 'image_url' parts, "
-                             f"got {kind!r}")
-    return out
+    return [{"text": value} if kind == "text" else _image_part(value, where)
+            for kind, value in content_parts(content, where, "gemini")]
 
 
 def _function_response(content: Any) -> dict[str, Any]:

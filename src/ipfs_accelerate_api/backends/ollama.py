@@ -44,6 +44,7 @@ from .base import (
     call_arguments,
     check_messages,
     check_model,
+    content_parts,
     estimate_tokens,
     unified_finish_reason,
 )
@@ -119,18 +120,11 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
     if content is None or isinstance(content, str):
         return content or "", []
     text, images = [], []
-    for j, part in enumerate(content):
-        if part["type"] == "text" and isinstance(part.get("text"), str):
-            text.append(part["text"])
-        elif part["type"] == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise TypeError(f"{where}[{j}]: image_url needs a 'url' string")
-            images.append(_image(url, f"{where}[{j}]"))
+    for kind, value in content_parts(content, where, "ollama"):
+        if kind == "text":
+            text.append(value)
         else:
-            raise ValueError(f"{where}[{j}]: ollama takes 'text' and 'image_url' parts, "
-                             f"got {part['type']!r}")
+            images.append(_image(value, where))
     return "".join(text), images
 
 

@@ -98,7 +98,7 @@ class SharedKeyPool(KeyPool):
             if used_tokens < est:
                 ops.append((tokens, "refund", est - used_tokens, 0.0))
             elif used_tokens > est:
-                ops.append((tokens, "take", min(used_tokens - est, tokens.capacity), 0.0))
+                ops.append((tokens, "charge", used_tokens - est, 0.0))  # in full, as locally
         counters = {"succeeded" if ok else "errors": 1}
         if used_tokens:
             counters["tokens"] = int(used_tokens)

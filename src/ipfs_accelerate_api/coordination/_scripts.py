@@ -102,7 +102,8 @@ return {0, fmt(best or -1), disabled}
 
 #: KEYS[1]: a state hash. ARGV: now, ttl_ms, cooldown seconds ('' none), disabled reason ('' none),
 #: n buckets, per bucket (field, rate/s, capacity, op, a, b), then (counter, increment) pairs.
-#: Ops: 'refund' a; 'take' a if it is there; 'sync' to a remaining with the window resetting
+#: Ops: 'refund' a; 'take' a if it is there; 'charge' a even below zero (usage above the
+#: estimate); 'sync' to a remaining with the window resetting
 #: in b seconds (only ever lowers); 'peek'. Returns each listed bucket's level after its op.
 UPDATE = _PRELUDE + """
 local now, ttl = clock(ARGV[1]), tonumber(ARGV[2])
@@ -132,6 +133,8 @@ for b = 1, nb do
     new = math.min(cap, tok + a)
   elseif op == 'take' then
     if tok >= a - EPS then new = tok - a end
+  elseif op == 'charge' then
+    new = tok - a
   elseif op == 'sync' then
     local target = a
     if a <= 0 then target = 1 - c * rate end

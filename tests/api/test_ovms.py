@@ -5,6 +5,8 @@ binary both ways, versions, typed errors, TF-Serving and the OpenAI-compatible `
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from ipfs_accelerate_api.errors import (
     AuthenticationError,
     BadRequestError,
     NotFoundError,
+    ResponseFormatError,
 )
 
 th = pytest.importorskip("tritonclient.http")
@@ -255,3 +258,98 @@ def test_base_url_from_environment(monkeypatch, emu) -> None:
     monkeypatch.delenv("OVMS_API_KEY", raising=False)
     with ia.backend("ovms") as b:
         assert b.base_url == "http://127.0.0.1:8000"
+
+
+# -- concurrent small infers combined by the engine's batcher ----------------------------------
+def _infer_all(b, model: str, calls: list, **kw) -> list:
+    """Each call's ``infer`` from its own thread; the answer or the exception, in call order."""
+    def one(inputs):
+        try:
+            return b.infer(model, inputs, **kw)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            return exc
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(one, calls))
+
+
+def test_concurrent_infers_are_combined_along_the_batch_dimension(ovms, emu) -> None:
+    emu.config("ovms").latency = 0.02  # answers overlap, so calls queue behind one in flight
+    b = ovms()
+    rng = np.random.default_rng(3)
+    calls = [{"x": rng.standard_normal((1 + i % 3, 64)).astype(np.float32)} for i in range(48)]
+    outs = _infer_all(b, "dynamic", calls)
+    for inputs, out in zip(calls, outs):  # each caller gets exactly its own rows
+        assert set(out) == {"y"} and out["y"].dtype == np.float32
+        np.testing.assert_array_equal(out["y"], inputs["x"] + np.float32(1))
+    sent = emu.stats("ovms")["by_path"]["/v2/models/dynamic/infer"]
+    assert sent < len(calls)
+    assert emu.stats("ovms")["by_path"]["/v2/models/dynamic"] == 1  # metadata read once
+
+
+def test_multi_input_models_combine_every_input_and_output(ovms, emu) -> None:
+    emu.config("ovms").latency = 0.02
+    b = ovms()
+    calls = [{"ids": np.array([i, i + 1], np.int64),
+              "text": np.array([f"t{i}".encode(), b"x"], dtype=object)} for i in range(32)]
+    outs = _infer_all(b, "mixed", calls)
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out["ids"], [2 * i, 2 * i + 2])
+        assert out["text"].tolist() == [f"T{i}".encode(), b"X"]
+        np.testing.assert_array_equal(out["lengths"], [len(f"t{i}"), 1])
+    assert emu.stats("ovms")["by_path"]["/v2/models/mixed/infer"] < len(calls)
+
+
+def test_a_fixed_batch_dimension_is_never_combined(ovms, emu) -> None:
+    emu.config("ovms").latency = 0.01
+    b = ovms()
+    calls = [{"x": np.full((1, 4), i, np.float32)} for i in range(24)]
+    outs = _infer_all(b, "scale", calls, version=1)
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out["y"], np.full((1, 4), 2 * i, np.float32))
+    assert emu.stats("ovms")["by_path"]["/v2/models/scale/versions/1/infer"] == len(calls)
+
+
+def test_calls_that_differ_are_not_combined(ovms, emu, service) -> None:
+    """Different inner shapes (or outputs asked for) cannot share a tensor: each group is
+    combined only with itself, and everyone still gets the right answer."""
+    t = {"name": "x", "datatype": "INT64", "shape": [-1, -1]}
+    service.models_table["wide"] = {"versions": {"1": lambda x: {"y": x["x"]}},
+                                    "inputs": [t], "outputs": [{**t, "name": "y"}]}
+    emu.config("ovms").latency = 0.02
+    b = ovms()
+    calls = [np.full((1, 1 + i % 2), i, np.int64) for i in range(24)]  # (1,1) and (1,2) rows
+    outs = _infer_all(b, "wide", [{"x": c} for c in calls])
+    for c, out in zip(calls, outs):
+        np.testing.assert_array_equal(out["y"], c)
+    assert emu.stats("ovms")["by_path"]["/v2/models/wide/infer"] < len(calls)
+    outs = _infer_all(b, "mixed", [{"ids": np.array([i], np.int64),
+                                    "text": np.array([b"a"], dtype=object)} for i in range(8)],
+                      outputs=["ids"])
+    assert all(set(o) == {"ids"} for o in outs)
+    assert [int(o["ids"][0]) for o in outs] == [2 * i for i in range(8)]
+
+
+def test_a_batch_answer_with_the_wrong_rows_fails_its_callers(ovms, emu, service) -> None:
+    """A model that drops rows cannot be split back per caller: those callers get a
+    ResponseFormatError, never another caller's rows."""
+    service.models_table["lossy"] = {"versions": {"1": lambda x: {"y": x["x"][:1]}},
+                                     "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 2]}],
+                                     "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}]}
+    emu.config("ovms").latency = 0.02
+    b = ovms()
+    calls = [{"x": np.full((1, 2), i, np.float32)} for i in range(32)]
+    outs = _infer_all(b, "lossy", calls)
+    failed = [o for o in outs if isinstance(o, Exception)]
+    assert failed and all(isinstance(o, ResponseFormatError) for o in failed)
+    for i, out in enumerate(outs):
+        if not isinstance(out, Exception):
+            np.testing.assert_array_equal(out["y"], calls[i]["x"])
+
+
+def test_batching_off_sends_each_call_alone(ovms, emu) -> None:
+    emu.config("ovms").latency = 0.01
+    b = ovms(batch_timeout=0)
+    outs = _infer_all(b, "dynamic", [{"x": np.zeros((1, 64), np.float32)}] * 12)
+    assert all(np.all(o["y"] == 1) for o in outs)
+    assert emu.stats("ovms")["by_path"]["/v2/models/dynamic/infer"] == 12

@@ -36,7 +36,7 @@ from ..config import (
 )
 from ..core import pack_batches
 from ..engine import Attempt, Engine, OpResult, RateLimitInfo, check_priority
-from ..engine.batching import Batcher, gather
+from ..engine.batching import LIST, BatchKind, Batcher, gather
 from ..errors import (
     APIError,
     APIStatusError,
@@ -284,6 +284,9 @@ class Backend:
     embed_max_tokens = 300_000
     #: Whether ``embed`` needs a ``model`` (a server that serves one model, such as TEI, does not).
     model_required = True
+    #: Methods whose concurrent calls may be combined: each has a ``_submit_<method>(*args,
+    #: priority=, sync=False, **kwargs) -> Future`` that goes through :meth:`_batched`.
+    batched_methods: frozenset[str] = frozenset({"embed"})
 
     def __init__(
         self,
@@ -600,8 +603,8 @@ class Backend:
     def submit(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Future:
         """Start ``method`` without waiting; the future holds its result or error."""
         check_priority(priority)
-        if method == "embed":
-            return self._submit_embed(*args, priority=priority, **kwargs)
+        if method in self.batched_methods:
+            return getattr(self, f"_submit_{method}")(*args, priority=priority, **kwargs)
         plan = self._plan(method, args, kwargs)
         return self._engine.submit(plan.operation, op_name=method, priority=priority,
                                    est_tokens=plan.est_tokens)
@@ -609,8 +612,9 @@ class Backend:
     def _run(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Any:
         """The synchronous form: runs in the caller's thread when the engine is idle."""
         check_priority(priority)
-        if method == "embed":
-            return self._submit_embed(*args, priority=priority, sync=True, **kwargs).result()
+        if method in self.batched_methods:
+            return getattr(self, f"_submit_{method}")(*args, priority=priority, sync=True,
+                                                      **kwargs).result()
         plan = self._plan(method, args, kwargs)
         return self._engine.call(plan.operation, op_name=method, priority=priority,
                                  est_tokens=plan.est_tokens)
@@ -674,6 +678,63 @@ class Backend:
     async def alist_models(self, **kw: Any) -> list[str]:
         return await self._arun("list_models", **kw)
 
+    # -- batching: concurrent small calls of one operation in one request ----------------------
+    def _batched(self, op_name: str, group: Any, payload: Any, plan: Callable[[Any], Plan], *,
+                 kind: BatchKind = LIST, direct: Callable[[Any], Plan] | None = None,
+                 priority: int = Priority.NORMAL, sync: bool = False,
+                 limit: int | None = None, weight: float = 0.0,
+                 max_weight: float | None = None) -> Future:
+        """One call of ``op_name`` carrying ``payload``, combined with the calls of the same
+        ``group`` (model, parameters: whatever must be equal to share a request) that arrive
+        while one is in flight, up to ``limit`` items (``batch_size``) and ``max_weight`` (the
+        calls' ``weight``s summed: tokens) per request. ``plan(merged)``
+        builds the request for a batch (``kind`` merges and splits, see
+        :class:`~ipfs_accelerate_api.engine.batching.BatchKind`); a call that finds nothing
+        pending or in flight is sent at once, as ``direct(payload)`` (default
+        ``plan(payload)``), in the caller's thread when ``sync``."""
+        direct = direct or plan
+
+        def send(merged: Any, prio: int) -> Future:
+            p = plan(merged)
+            return self._engine.submit(p.operation, op_name=op_name, priority=prio,
+                                       est_tokens=p.est_tokens)
+
+        def send_direct(prio: int) -> Future:
+            return self._send_plan(op_name, direct(payload), prio, sync)
+
+        if self._batch_timeout <= 0:
+            return send_direct(priority)
+        key = (op_name, group)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = self._batchers.setdefault(key, Batcher(
+                send, batch_size=limit or self._batch_size, batch_timeout=self._batch_timeout,
+                kind=kind, max_weight=max_weight))
+        # Nothing pending or in flight: send now. Calls that arrive meanwhile are batched.
+        if batcher.begin_direct():
+            try:
+                fut = send_direct(priority)
+            except BaseException:
+                batcher.end_direct()
+                raise
+            fut.add_done_callback(lambda _f: batcher.end_direct())
+            return fut
+        return batcher.add(payload, priority, weight)
+
+    def _send_plan(self, op_name: str, plan: Plan, priority: int, sync: bool) -> Future:
+        """``plan`` submitted to the engine; when ``sync`` (the caller waits anyway), run in
+        the caller's thread, no hand-off to a worker, its outcome in a done future."""
+        if not sync:
+            return self._engine.submit(plan.operation, op_name=op_name, priority=priority,
+                                       est_tokens=plan.est_tokens)
+        fut: Future = Future()
+        try:
+            fut.set_result(self._engine.call(plan.operation, op_name=op_name, priority=priority,
+                                             est_tokens=plan.est_tokens))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
     # -- embeddings: batching small calls, splitting large ones ------------------------------
     def _plan_embed(self, texts: list[str], *, model: str, **params: Any) -> Plan:
         raise UnsupportedOperation(f"{self.name} has no operation 'embed'")
@@ -687,44 +748,19 @@ class Backend:
             check_model(model)
         max_items, max_tokens = self._embed_limits()
 
-        def send(batch: list[str], prio: int) -> Future:
-            plan = self._plan_embed(batch, model=model, **params)
-            return self._engine.submit(plan.operation, op_name="embed", priority=prio,
-                                       est_tokens=plan.est_tokens)
+        def plan(batch: list[str]) -> Plan:
+            return self._plan_embed(batch, model=model, **params)
 
-        def send_now(batch: list[str], prio: int) -> Future:
-            """In the caller's thread when it waits anyway (no hand-off)."""
-            fut: Future = Future()
-            plan = self._plan_embed(batch, model=model, **params)
-            try:
-                fut.set_result(self._engine.call(plan.operation, op_name="embed", priority=prio,
-                                                 est_tokens=plan.est_tokens))
-            except BaseException as exc:
-                fut.set_exception(exc)
-            return fut
-
-        if len(texts) < max_items and self._batch_timeout > 0:
-            key = (model, json.dumps(params, sort_keys=True, default=str))
-            batcher = self._batchers.get(key)
-            if batcher is None:
-                batcher = self._batchers.setdefault(key, Batcher(
-                    send, batch_size=max_items, batch_timeout=self._batch_timeout,
-                    split=_split_rows))
-            # Nothing pending or in flight: send now. Calls that arrive meanwhile are batched.
-            if batcher.begin_direct():
-                try:
-                    fut = (send_now if sync else send)(texts, priority)
-                except BaseException:
-                    batcher.end_direct()
-                    raise
-                fut.add_done_callback(lambda _f: batcher.end_direct())
-                return fut
-            return batcher.add(texts, priority)
         lengths = self._embed_token_counts(texts)
+        tokens = sum(lengths)
+        if len(texts) < max_items and tokens <= max_tokens:
+            return self._batched("embed", (model, json.dumps(params, sort_keys=True, default=str)),
+                                 texts, plan, priority=priority, sync=sync, limit=max_items,
+                                 weight=tokens, max_weight=max_tokens)
         ranges = pack_batches(lengths, max_items, max_tokens).tolist()
-        if sync and len(ranges) == 1:
-            return send_now(texts, priority)
-        futures = [send(texts[s:e], priority) for s, e in ranges]
+        if len(ranges) == 1:
+            return self._send_plan("embed", plan(texts), priority, sync)
+        futures = [self._send_plan("embed", plan(texts[s:e]), priority, False) for s, e in ranges]
         return gather(futures, lambda parts: np.vstack(parts) if len(parts) > 1 else parts[0])
 
     def _embed_limits(self) -> tuple[int, int]:
@@ -759,16 +795,6 @@ class Backend:
     @property
     def engine(self) -> Engine:
         return self._engine
-
-
-def _split_rows(matrix: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    out, start = [], 0
-    for n in sizes:
-        out.append(matrix[start:start + n])
-        start += n
-    if start != len(matrix):
-        raise ResponseFormatError(f"expected {start} embeddings, got {len(matrix)}")
-    return out
 
 
 _PUMP_DONE: Any = object()

@@ -11,6 +11,11 @@
   larger ones with the binary-data extension (``Inference-Header-Content-Length``, raw
   little-endian bytes, BYTES elements each prefixed by a 4-byte length), and the outputs are
   then asked for in binary too (``binary_outputs=True/False`` decides it explicitly).
+  Concurrent small ``infer`` calls on one model are combined into one request along the first
+  dimension, when the model's metadata says every input and output has a dynamic (-1) first
+  (batch) dimension and the calls agree on everything else (input names, datatypes, the other
+  dimensions, ``outputs``, ``version``); each caller gets its own rows back. The first
+  ``infer`` on a model reads its metadata once (cached) to know this.
 - TensorFlow-Serving REST (servers before 2026.3): ``predict(model, instances=... | inputs=...,
   version=None)`` and ``model_status(model, version=None)``.
 - OpenAI-compatible ``/v3`` (LLM and embedding graphs): ``chat``, ``stream_chat``,
@@ -35,6 +40,7 @@ import numpy as np
 
 from .._enums import Priority
 from ..engine import Attempt, OpResult
+from ..engine.batching import BatchKind
 from ..errors import APIStatusError, ResponseFormatError
 from ..transport import Response
 from ._shape import as_dict, as_list, as_str, field
@@ -226,6 +232,31 @@ def _version(version: Any) -> str:
     return str(version)
 
 
+def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(inputs.values())))
+
+
+def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _unstack(outputs: Mapping[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:
+    total = sum(sizes)
+    for name, arr in outputs.items():
+        if arr.ndim == 0 or len(arr) != total:
+            raise ResponseFormatError(f"output {name!r} of a batch of {total} rows has shape "
+                                      f"{arr.shape}")
+    bounds = np.cumsum([0, *sizes]).tolist()
+    return [{name: arr[a:b] for name, arr in outputs.items()}
+            for a, b in zip(bounds, bounds[1:])]
+
+
+#: KServe tensors, combined along the first (batch) dimension.
+TENSOR_ROWS = BatchKind(size=_rows, merge=_stack, split=_unstack)
+
+
 class OVMSBackend(OpenAIBackend):
     name = "ovms"
     env_prefix = "OVMS"
@@ -233,6 +264,7 @@ class OVMSBackend(OpenAIBackend):
     requires_key = False
     api_prefix = "/v3"
     binary_threshold = BINARY_THRESHOLD
+    batched_methods = OpenAIBackend.batched_methods | {"infer"}
 
     # What the OpenAI adapter has and OVMS does not serve this way.
     _plan_generate_image = None  # type: ignore[assignment]
@@ -243,6 +275,7 @@ class OVMSBackend(OpenAIBackend):
         super().__init__(base_url=base_url or os.environ.get(URL_ENV) or None, **options)
         self._metadata: dict[tuple[str, str | None], dict[str, Any]] = {}
         self._metadata_lock = threading.Lock()
+        self._metadata_fetch: dict[tuple[str, str | None], threading.Lock] = {}
 
     # -- conventions ----------------------------------------------------------------------
     def _error_message(self, body: Any) -> tuple[str, str | None]:
@@ -304,13 +337,40 @@ class OVMSBackend(OpenAIBackend):
 
         return Plan(self._http("GET", _model_path(model, version), parse))
 
-    def _input_names(self, model: str, version: Any) -> list[str]:
+    def _cached_metadata(self, model: str, version: Any) -> dict[str, Any]:
+        """The model's metadata, read once: concurrent first calls wait for one request."""
         key = (model, None if version is None else str(version))
         with self._metadata_lock:
             meta = self._metadata.get(key)
-        if meta is None:
-            meta = self.model_metadata(model, version)
-        return [t["name"] for t in meta.get("inputs", [])]
+            if meta is not None:
+                return meta
+            fetching = self._metadata_fetch.setdefault(key, threading.Lock())
+        with fetching:
+            with self._metadata_lock:
+                meta = self._metadata.get(key)
+            return self.model_metadata(model, version) if meta is None else meta
+
+    def _input_names(self, model: str, version: Any) -> list[str]:
+        return [t["name"] for t in self._cached_metadata(model, version).get("inputs", [])]
+
+    def _batch_group(self, model: str, version: Any, arrays: dict[str, np.ndarray],
+                     outputs: Any, binary_outputs: Any) -> Any:
+        """What calls must share to be combined with this one, or None when they may not:
+        the model does not declare a dynamic first dimension on every input and output, or
+        the arrays do not have one common number of rows."""
+        meta = self._cached_metadata(model, version)
+        declared = {t["name"]: t["shape"] for t in meta.get("inputs", [])}
+        outs = meta.get("outputs") or []
+        if set(declared) != set(arrays) or not outs \
+                or any(not t["shape"] or t["shape"][0] != -1 for t in outs) \
+                or any(not shape or shape[0] != -1 for shape in declared.values()):
+            return None
+        rows = {a.shape[0] if a.ndim else None for a in arrays.values()}
+        if len(rows) != 1 or None in rows:
+            return None
+        outs_key = None if outputs is None else tuple(outputs)
+        return (model, None if version is None else str(version), outs_key, binary_outputs,
+                tuple(sorted((n, a.dtype.str, a.shape[1:]) for n, a in arrays.items())))
 
     # -- KServe v2: infer -----------------------------------------------------------------------
     def infer(self, model: str, inputs: Any, *, outputs: list[str] | None = None,
@@ -318,6 +378,12 @@ class OVMSBackend(OpenAIBackend):
               priority: int = Priority.NORMAL) -> dict[str, np.ndarray]:
         """Run ``model`` on ``inputs`` (a dict name -> array, or one array for a
         single-input model); the outputs, name -> array (only ``outputs`` if given)."""
+        return self._run("infer", model, inputs, outputs=outputs, version=version,
+                         binary_outputs=binary_outputs, priority=priority)
+
+    def _submit_infer(self, model: str, inputs: Any, *, outputs: list[str] | None = None,
+                      version: Any = None, binary_outputs: bool | None = None,
+                      priority: int = Priority.NORMAL, sync: bool = False) -> Any:
         check_model(model)
         if not isinstance(inputs, Mapping):
             names = self._input_names(model, version)
@@ -325,8 +391,28 @@ class OVMSBackend(OpenAIBackend):
                 raise ValueError(f"{model} has {len(names)} inputs ({', '.join(names)}): "
                                  "pass a dict name -> array")
             inputs = {names[0]: inputs}
-        return self._run("infer", model=model, inputs=inputs, outputs=outputs, version=version,
-                         binary_outputs=binary_outputs, priority=priority)
+        if not inputs:
+            raise ValueError("infer needs at least one input")
+        arrays = {}
+        for name, value in inputs.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"input names must be non-empty strings, got {name!r}")
+            arrays[name] = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if outputs is not None and (isinstance(outputs, str)
+                                    or not all(isinstance(o, str) for o in outputs)):
+            raise TypeError("outputs must be a list of output names")
+
+        def plan(batch: dict[str, np.ndarray]) -> Plan:
+            return self._plan_infer(model=model, inputs=batch, outputs=outputs, version=version,
+                                    binary_outputs=binary_outputs)
+
+        group = None
+        if self._batch_timeout > 0:
+            group = self._batch_group(model, version, arrays, outputs, binary_outputs)
+        if group is None:
+            return self._send_plan("infer", plan(arrays), priority, sync)
+        return self._batched("infer", group, arrays, plan, kind=TENSOR_ROWS, priority=priority,
+                             sync=sync)
 
     def _plan_infer(self, *, model: str, inputs: Mapping[str, Any], outputs: Any = None,
                     version: Any = None, binary_outputs: bool | None = None) -> Plan:

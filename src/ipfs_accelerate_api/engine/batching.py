@@ -1,8 +1,13 @@
-"""Request batching: many small list-taking calls combined into one request.
+"""Request batching: many small calls of one operation combined into one request.
 
-A :class:`Batcher` collects calls that arrive within ``batch_timeout`` of the first one (up to
-``batch_size`` items), sends them as one request through ``send(items, priority)`` and splits
-the answer back to each caller in order.
+What "combine" means belongs to the operation, as a :class:`BatchKind`: how many items one
+call carries (``size``), how several calls' payloads become one request's payload
+(``merge``), and how that request's answer is cut back into one result per call
+(``split``). Embeddings concatenate lists of texts and cut the matrix by rows; KServe
+``infer`` concatenates tensors along the batch dimension; LLVM ``infer`` turns single
+inputs into one ``batch_infer``. One :class:`Batcher` runs any of them: it collects calls
+that arrive within ``batch_timeout`` of the first one (up to ``batch_size`` items), sends
+them as one request through ``send(merged, priority)`` and hands each caller its part.
 """
 
 from __future__ import annotations
@@ -10,20 +15,54 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-__all__ = ["Batcher", "gather"]
+__all__ = ["BatchKind", "Batcher", "LIST", "gather", "split_sequence"]
+
+
+def split_sequence(combined: Sequence[Any], sizes: list[int]) -> list[Any]:
+    """``combined`` cut into consecutive parts of ``sizes`` (a list, an array's rows); an
+    answer with more or fewer items than were sent is a :class:`ResponseFormatError`."""
+    if len(combined) != sum(sizes):
+        from ..errors import ResponseFormatError
+
+        raise ResponseFormatError(f"expected {sum(sizes)} results, got {len(combined)}")
+    out, start = [], 0
+    for n in sizes:
+        out.append(combined[start:start + n])
+        start += n
+    return out
+
+
+@dataclass(frozen=True)
+class BatchKind:
+    """How calls of one operation combine: ``size(payload)`` is the number of items a call
+    carries (what ``batch_size`` counts), ``merge(payloads)`` the payload of the one request
+    for several calls, ``split(answer, sizes)`` one result per call, in call order."""
+
+    size: Callable[[Any], int]
+    merge: Callable[[list[Any]], Any]
+    split: Callable[[Any, list[int]], list[Any]]
+
+
+#: Calls whose payload is a list of items (texts to embed): concatenated, cut by position.
+LIST = BatchKind(size=len, merge=lambda parts: [x for p in parts for x in p],
+                 split=split_sequence)
 
 
 class Batcher:
-    def __init__(self, send: Callable[[list[Any], int], Future], *, batch_size: int,
-                 batch_timeout: float, split: Callable[[Any, list[int]], list[Any]]) -> None:
+    def __init__(self, send: Callable[[Any, int], Future], *, batch_size: int,
+                 batch_timeout: float, kind: BatchKind = LIST,
+                 max_weight: float | None = None) -> None:
         self._send = send
-        self._split = split
+        self._kind = kind
         self._size = batch_size
+        self._max_weight = max_weight
         self._timeout = batch_timeout
         self._cv = threading.Condition()
-        self._pending: list[tuple[list[Any], int, Future]] = []
+        #: (payload, its item count, its weight, priority, the caller's future), in arrival order
+        self._pending: list[tuple[Any, int, float, int, Future]] = []
         self._count = 0
         self._first = 0.0
         self._thread: threading.Thread | None = None
@@ -45,7 +84,11 @@ class Batcher:
             self._in_flight -= 1
             self._cv.notify()
 
-    def add(self, items: Sequence[Any], priority: int) -> Future:
+    def add(self, payload: Any, priority: int, weight: float = 0.0) -> Future:
+        """Queue one call's ``payload``; its future gets this call's part of the answer.
+        ``weight`` (tokens, say) counts against ``max_weight`` per request, as the items
+        count against ``batch_size``."""
+        n = self._kind.size(payload)
         fut: Future = Future()
         with self._cv:
             if self._closed:
@@ -55,8 +98,8 @@ class Batcher:
                 return fut
             if not self._pending:
                 self._first = time.monotonic()
-            self._pending.append((list(items), priority, fut))
-            self._count += len(items)
+            self._pending.append((payload, n, weight, priority, fut))
+            self._count += n
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ipfs-accel-batcher",
                                                 daemon=True)
@@ -64,12 +107,16 @@ class Batcher:
             self._cv.notify()
         return fut
 
-    def _take(self) -> list[tuple[list[Any], int, Future]]:
-        batch, n = [], 0
-        while self._pending and (not batch or n + len(self._pending[0][0]) <= self._size):
+    def _take(self) -> list[tuple[Any, int, float, int, Future]]:
+        batch, n, w = [], 0, 0.0
+        limit = self._max_weight
+        while self._pending and (not batch or (
+                n + self._pending[0][1] <= self._size
+                and (limit is None or w + self._pending[0][2] <= limit))):
             entry = self._pending.pop(0)
             batch.append(entry)
-            n += len(entry[0])
+            n += entry[1]
+            w += entry[2]
         self._count -= n
         if self._pending:
             self._first = time.monotonic()
@@ -89,17 +136,17 @@ class Batcher:
                 batch = self._take()
             self._flush(batch)
 
-    def _flush(self, batch: list[tuple[list[Any], int, Future]]) -> None:
-        items = [x for entry in batch for x in entry[0]]
-        sizes = [len(entry[0]) for entry in batch]
-        priority = min(entry[1] for entry in batch)
+    def _flush(self, batch: list[tuple[Any, int, float, int, Future]]) -> None:
+        sizes = [entry[1] for entry in batch]
+        priority = min(entry[3] for entry in batch)
+        futures = [entry[4] for entry in batch]
         with self._cv:
             self._in_flight += 1
         try:
-            combined = self._send(items, priority)
+            combined = self._send(self._kind.merge([entry[0] for entry in batch]), priority)
         except BaseException as exc:
             self.end_direct()
-            for _, _, fut in batch:
+            for fut in futures:
                 fut.set_exception(exc)
             return
         combined.add_done_callback(lambda _f: self.end_direct())
@@ -107,16 +154,21 @@ class Batcher:
         def done(f: Future) -> None:
             exc = f.exception()
             if exc is not None:
-                for _, _, fut in batch:
+                for fut in futures:
                     fut.set_exception(exc)
                 return
             try:
-                parts = self._split(f.result(), sizes)
+                parts = self._kind.split(f.result(), sizes)
+                if len(parts) != len(futures):
+                    from ..errors import ResponseFormatError
+
+                    raise ResponseFormatError(f"a batch of {len(futures)} calls was split "
+                                              f"into {len(parts)} results")
             except BaseException as err:
-                for _, _, fut in batch:
+                for fut in futures:
                     fut.set_exception(err)
                 return
-            for (_, _, fut), part in zip(batch, parts):
+            for fut, part in zip(futures, parts):
                 fut.set_result(part)
 
         combined.add_done_callback(done)

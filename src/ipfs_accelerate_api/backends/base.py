@@ -35,9 +35,10 @@ from ..config import (
     resolve_credentials,
 )
 from ..core import pack_batches
-from ..engine import Attempt, Engine, OpResult, RateLimitInfo, check_priority
+from ..engine import Attempt, Engine, OpResult, RateLimitInfo, check_priority, new_request_id
 from ..engine.batching import LIST, BatchKind, Batcher, gather
 from ..errors import (
+    APIConnectionError,
     APIError,
     APIStatusError,
     APITimeoutError,
@@ -405,6 +406,21 @@ class Backend:
             h.update(self._extra_headers)
         h.update(self._auth_headers(attempt.key))
         return h
+
+    def _probe(self, path: str, *, unreachable: bool | None = False) -> bool:
+        """A health check: GET ``path`` (or an absolute URL) once, outside the queue, the
+        limits and the retries. True on 2xx, False on an error status; no connection is
+        ``unreachable`` (False), or the :class:`APIConnectionError` when that is None."""
+        probe = self._http("GET", path, lambda resp: OpResult(True))
+        key = self._keys[0] if self._keys else None
+        try:
+            return bool(probe(Attempt(new_request_id(), key, 1, None)).value)
+        except APIStatusError:
+            return False
+        except APIConnectionError:
+            if unreachable is None:
+                raise
+            return unreachable
 
     def _redact(self, text: str) -> str:
         """``text`` with every configured key replaced (services and proxies echo them)."""

@@ -29,7 +29,6 @@ import ast
 import codecs
 import json
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,8 +36,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .._enums import Priority
-from ..engine import Attempt, OpResult
-from ..errors import APIConnectionError, APIStatusError, ResponseFormatError
+from ..engine import OpResult
+from ..errors import ResponseFormatError
 from ..transport import Response, SSEEvent
 from ..types import ChatChunk
 from ._shape import as_dict, as_list, as_str, field
@@ -252,12 +251,7 @@ class OPEABackend(OpenAIBackend):
         if service is not None and service not in self.services:
             raise ValueError(f"opea: unknown service {service!r}; known: {', '.join(self.services)}")
         root = self.base_url if service is None else self.services[service]
-        probe = self._http("GET", root + "/v1/health_check", lambda resp: OpResult(True))
-        key = self._keys[0] if self._keys else None
-        try:
-            return bool(probe(Attempt(uuid.uuid4().hex, key, 1, None)).value)
-        except (APIStatusError, APIConnectionError):
-            return False
+        return self._probe(root + "/v1/health_check")
 
     async def aretrieve(self, text: str, **kw: Any) -> list[str]:
         import asyncio

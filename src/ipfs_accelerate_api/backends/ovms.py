@@ -32,16 +32,15 @@ from __future__ import annotations
 import json
 import os
 import threading
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .._enums import Priority
-from ..engine import Attempt, OpResult
+from ..engine import OpResult
 from ..engine.batching import BatchKind
-from ..errors import APIStatusError, ResponseFormatError
+from ..errors import ResponseFormatError
 from ..transport import Response
 from ._shape import as_dict, as_list, as_str, field
 from .base import Plan, check_model
@@ -286,25 +285,15 @@ class OVMSBackend(OpenAIBackend):
     def _ratelimit_info(self, headers: Mapping[str, str]) -> Any:
         return None
 
-    def _probe(self, path: str) -> bool:
-        """GET ``path``: whether it answers 2xx. Not queued, not retried; no connection is
-        an error (:class:`APIConnectionError`), a 4xx/5xx answer is False."""
-        probe = self._http("GET", path, lambda resp: OpResult(True))
-        key = self._keys[0] if self._keys else None
-        try:
-            return bool(probe(Attempt(uuid.uuid4().hex, key, 1, None)).value)
-        except APIStatusError:
-            return False
-
     # -- KServe v2: health and metadata --------------------------------------------------------
     def server_live(self) -> bool:
-        return self._probe("/v2/health/live")
+        return self._probe("/v2/health/live", unreachable=None)
 
     def server_ready(self) -> bool:
-        return self._probe("/v2/health/ready")
+        return self._probe("/v2/health/ready", unreachable=None)
 
     def model_ready(self, model: str, version: Any = None) -> bool:
-        return self._probe(_model_path(check_model(model), version) + "/ready")
+        return self._probe(_model_path(check_model(model), version) + "/ready", unreachable=None)
 
     def server_metadata(self, *, priority: int = Priority.NORMAL) -> dict[str, Any]:
         return self._run("server_metadata", priority=priority)

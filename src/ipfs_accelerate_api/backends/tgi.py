@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .._enums import Priority
-from ..engine import Attempt, OpResult
+from ..engine import OpResult
 from ..errors import (
-    APIConnectionError,
-    APIStatusError,
     ResponseFormatError,
     StreamInterrupted,
     status_error_class,
@@ -200,12 +197,7 @@ class TGIBackend(OpenAIBackend):
     def health(self) -> bool:
         """Whether the server is ready (``/health`` answers 200). A probe: it bypasses the
         queue, the limits and the retries, and any failure (503, no connection) is False."""
-        probe = super()._http("GET", "/health", lambda resp: OpResult(True))
-        key = self._keys[0] if self._keys else None
-        try:
-            return bool(probe(Attempt(uuid.uuid4().hex, key, 1, None)).value)
-        except (APIStatusError, APIConnectionError):
-            return False
+        return self._probe("/health")
 
 
 class _GenerateStream(StreamParser):

@@ -14,10 +14,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import random
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -39,7 +39,7 @@ from .keys import KeyPool, KeyState, RateLimitInfo
 from .retry import counts_against_breaker, is_retryable, server_delay
 from .tracking import RequestRecord, Tracker
 
-__all__ = ["Attempt", "Engine", "OpResult", "RateLimitInfo", "check_priority"]
+__all__ = ["Attempt", "Engine", "OpResult", "RateLimitInfo", "check_priority", "new_request_id"]
 
 log = logging.getLogger("ipfs_accelerate_api.engine")
 
@@ -174,6 +174,22 @@ class _Slots:
         self._q.put_nowait(0)
 
 
+_ids = itertools.count()
+_id_prefix: tuple[int, str] = (-1, "")
+
+
+def new_request_id() -> str:
+    """A request id unique across threads and processes: 16 random hex digits drawn once per
+    process (again after a fork), then a counter. Cheaper than ``uuid4``, which reads the
+    OS's random source on every call."""
+    global _id_prefix
+    pid, prefix = _id_prefix
+    if pid != os.getpid():
+        pid, prefix = os.getpid(), os.urandom(8).hex()
+        _id_prefix = (pid, prefix)
+    return f"{prefix}{next(_ids):016x}"
+
+
 @dataclass(eq=False)
 class _Call:
     operation: Callable[[Attempt], Any]
@@ -183,7 +199,7 @@ class _Call:
     future: Future
     submitted: float
     deadline: float | None
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = field(default_factory=new_request_id)
     attempts: int = 0
     started: float | None = None
     last_key: str | None = None

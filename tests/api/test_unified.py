@@ -40,6 +40,8 @@ CHAT_BACKENDS = [
     # Ollama asks for no key; its emulator's ``keys`` stand for an authenticating proxy in
     # front of it (a Bearer key), which is what the auth, key-pool and 429 tests exercise.
     ChatRow("ollama", "ollama", "llama3.2"),
+    # OVMS's OpenAI-compatible /v3 (an LLM graph); its key guard is ``--api_key_file``.
+    ChatRow("ovms", "ovms", "ovms-llm"),
     # OPEA's ChatQnA megaservice: its emulator's ``keys`` stand for a gateway in front of it.
     ChatRow("opea", "opea", "chatqna",
             no_usage="OPEA's megaservice answers usage zeros and streams bare text (data: b'...')"),

@@ -98,6 +98,7 @@ def test_a_429_with_a_retry_hint_is_honoured(build, emu, row) -> None:
     ai = build()
     assert ai.chat(MSG, model=row.model).text
     assert ai.stats()["retried"] == 1 and emu.stats(row.service)["requests"] == 2
+    assert ai.stats()["rate_limited"] == 1  # seen, though the call succeeded
     assert ai.stats()["keys"][f"{ai.name}-key-1"]["cooldowns"] == 1
 
 

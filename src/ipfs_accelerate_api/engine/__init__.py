@@ -556,6 +556,7 @@ class Engine:
         extra_try = False
         if isinstance(exc, APIStatusError):
             if exc.status == 429:
+                self._tracker.saw_429()
                 self._keys.cooldown(key, hint if hint is not None else self._backoff(call))
             elif isinstance(exc, (AuthenticationError, PermissionDeniedError)):
                 self._keys.disable(key, f"{exc.status} {exc.message[:120]}")

@@ -72,6 +72,7 @@ class Tracker:
         self.hook = hook
         self._lock = threading.Lock()
         self.submitted = self.succeeded = self.failed = self.retried = 0
+        self.rate_limited = 0  # 429 answers seen, whether the request was retried or not
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
         self.latency = Histogram()
@@ -86,6 +87,10 @@ class Tracker:
     def retry(self) -> None:
         with self._lock:
             self.retried += 1
+
+    def saw_429(self) -> None:
+        with self._lock:
+            self.rate_limited += 1
 
     def limiter_wait(self, seconds: float) -> None:
         with self._lock:
@@ -117,6 +122,7 @@ class Tracker:
                 "succeeded": self.succeeded,
                 "failed": self.failed,
                 "retried": self.retried,
+                "rate_limited": self.rate_limited,
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "errors": dict(self.errors),

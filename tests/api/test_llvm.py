@@ -12,7 +12,7 @@ import pytest
 import urllib3
 
 from ipfs_accelerate_api import RetryPolicy, backend
-from ipfs_accelerate_api.backends.llvm import InferResult, model_path, split_results
+from ipfs_accelerate_api.backends.llvm import InferResult, model_path
 from ipfs_accelerate_api.emulator import FaultPlan
 from ipfs_accelerate_api.emulator._server import count_tokens
 from ipfs_accelerate_api.emulator.llvm import COUNTERS, MODELS, llvm_output
@@ -186,17 +186,6 @@ def test_async_and_submit_forms(make) -> None:
     assert fut.result().output == one.output
     assert [r.output for r in ai.submit("batch_infer", model=TEXT, inputs=["a", "b"]).result()] \
         == [r.output for r in batch]
-
-
-def test_split_results_cuts_a_merged_batch_per_caller(make) -> None:
-    ai = make()
-    outcomes = ai.batch_infer(TEXT, ["a", 1, "b", "c"], return_exceptions=True)
-    first, second, third = split_results(outcomes, [1, 2, 1])
-    assert first[0].output == ai.infer(TEXT, "a").output
-    assert isinstance(second[0], UnprocessableEntityError) and second[1].output == ai.infer(TEXT, "b").output
-    assert third[0].output == ai.infer(TEXT, "c").output
-    with pytest.raises(ResponseFormatError):
-        split_results(outcomes, [1, 1])
 
 
 # -- model ids in the path ---------------------------------------------------------------------

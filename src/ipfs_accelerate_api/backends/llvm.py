@@ -10,8 +10,9 @@ No public server implements it; the emulator's ``llvm`` service is its reference
   **parameters)`` (``POST /models/{id}/batch_infer``) -> one :class:`InferResult` per input,
   in input order. An input the server refuses inside a batch (a per-item ``error``) raises
   that item's error, unless ``return_exceptions=True``: then the error takes the item's
-  place in the list. ``_plan_batch_infer`` is the one request both use for a batch, and
-  :func:`split_results` cuts its answer per caller, for the engine's batcher.
+  place in the list. ``_plan_batch_infer`` is the one batch request: with
+  ``return_exceptions=True`` its value is one outcome per input, in order, so the engine's
+  batcher can send merged ``infer`` calls through it and cut the list back per caller.
 - ``model_statistics(model)`` (``GET /models/{id}/statistics``) -> the counters.
 - ``optimize(model, optimization_type="balanced")`` (``POST /models/{id}/optimize``);
   ``optimization_type`` other than ``speed``, ``memory`` or ``balanced`` is a ``ValueError``,
@@ -45,7 +46,7 @@ from ._shape import as_count, as_dict, as_list, as_str, field
 from .base import Backend, Plan
 
 __all__ = ["ITEM_ERROR_STATUS", "OPTIMIZATION_TYPES", "InferResult", "LLVMBackend",
-           "STATISTICS_COUNTERS", "split_results"]
+           "STATISTICS_COUNTERS", "model_path"]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8090"
 URL_ENV = "LLVM_API_URL"
@@ -110,18 +111,6 @@ def _item_error(err: Any, where: str) -> APIStatusError:
     status = ITEM_ERROR_STATUS.get(kind or "")
     cls = status_error_class(status) if status is not None else APIStatusError
     return cls(message[:500], status=status, code=kind, body=err, backend="llvm")
-
-
-def split_results(results: list[Any], sizes: Sequence[int]) -> list[list[Any]]:
-    """A merged batch's per-item outcomes (what ``_plan_batch_infer(...,
-    return_exceptions=True)`` gives) cut back into each caller's share, in order."""
-    out, start = [], 0
-    for n in sizes:
-        out.append(results[start:start + n])
-        start += n
-    if start != len(results):
-        raise ResponseFormatError(f"llvm: expected {start} results, got {len(results)}")
-    return out
 
 
 def _check_input(value: Any, where: str) -> Any:
@@ -269,8 +258,8 @@ class LLVMBackend(Backend):
     def _plan_batch_infer(self, *, model: str, inputs: Sequence[Any],
                           return_exceptions: bool = False, **parameters: Any) -> Plan:
         """One ``batch_infer`` request; its value is the per-item outcomes in input order
-        (with ``return_exceptions=True`` an item's error is in the list, not raised), which
-        :func:`split_results` cuts per caller when the batcher merged several calls."""
+        (with ``return_exceptions=True`` an item's error is in the list, not raised), so a
+        merged batch of several callers' inputs can be cut back per caller."""
         items = _check_inputs(inputs)
         encoded = _encode({"inputs": items, "parameters": parameters})
         count = len(items)
@@ -290,7 +279,7 @@ class LLVMBackend(Backend):
                 if type(index) is not int or index != i:
                     raise ResponseFormatError(f"llvm: {where}.index is {index!r:.40}, not {i}")
                 if item.get("error") is not None:
-                    out.append(_item_error(item["error"], f"inputs[{i}]"))
+                    out.append(self._scrub(_item_error(item["error"], f"inputs[{i}]")))
                     continue
                 result = _result(item, name, where)
                 prompt += result.usage.prompt_tokens

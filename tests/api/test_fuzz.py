@@ -234,6 +234,15 @@ def _infer_ok(r: Any) -> None:
         pytest.fail(f"not a dict of KServe tensors: {r!r:.200}")
 
 
+def _llvm_result_ok(r: Any) -> None:
+    """An LLVM answer: an output (any JSON value), counts, the model's name or None."""
+    from ipfs_accelerate_api.backends.llvm import InferResult
+
+    if not isinstance(r, InferResult) or (r.model is not None and not isinstance(r.model, str)):
+        pytest.fail(f"not an InferResult: {r!r:.200}")
+    _usage_ok(r.usage)
+
+
 @dataclass
 class Row:
     """One response parser: a valid answer to mutate, the call that reads it, and what a
@@ -486,6 +495,34 @@ PARSERS = [
         lambda ai: ai.rerank("q", ["a", "b"], top_n=2),
         lambda r: (all(type(i) is int and 0 <= i < 2 and type(s) is float for i, s in r)
                    and [s for _, s in r] == sorted((s for _, s in r), reverse=True))
+        or pytest.fail()),
+    Row("llvm", "infer", {"model": "m", "output": "hi", "usage": {"input_tokens": 1,
+                                                                "output_tokens": 2}},
+        lambda ai: ai.infer("m", "hi"), _llvm_result_ok),
+    Row("llvm", "batch_infer", {"model": "m", "results": [
+        {"index": 0, "output": [0.5, 1.5], "usage": {"input_tokens": 1, "output_tokens": 0}},
+        {"index": 1, "error": {"message": "no", "type": "validation_error", "param": "inputs[1]"}}],
+        "usage": {"input_tokens": 1, "output_tokens": 0}},
+        lambda ai: ai.batch_infer("m", ["a", "b"], return_exceptions=True),
+        lambda r: (len(r) == 2 and all(isinstance(x, AcceleratorError) or _llvm_result_ok(x)
+                                       is None for x in r)) or pytest.fail()),
+    Row("llvm", "list_models", {"models": [{"id": "a", "type": "embedding", "status": "ready"}]},
+        lambda ai: ai.list_models(details=True),
+        lambda r: all(isinstance(m[k], str) for m in r for k in ("id", "type", "status"))
+        or pytest.fail()),
+    Row("llvm", "model_info", {"id": "a", "type": "embedding", "status": "ready",
+                               "parameters": {"dimensions": 2}},
+        lambda ai: ai.model_info("a"),
+        lambda r: isinstance(r["parameters"], dict) or pytest.fail()),
+    Row("llvm", "model_statistics", {"model": "a", "requests": 1, "inputs": 2, "input_tokens": 3,
+                                     "output_tokens": 4, "errors": 0},
+        lambda ai: ai.model_statistics("a"),
+        lambda r: all(type(r[k]) is int and r[k] >= 0 for k in
+                      ("requests", "inputs", "input_tokens", "output_tokens", "errors"))
+        or pytest.fail()),
+    Row("llvm", "optimize", {"model": "a", "optimization_type": "speed", "status": "optimized"},
+        lambda ai: ai.optimize("a", "speed"),
+        lambda r: all(isinstance(r[k], str) for k in ("model", "optimization_type", "status"))
         or pytest.fail()),
 ]
 

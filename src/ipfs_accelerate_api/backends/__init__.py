@@ -25,6 +25,7 @@ BACKENDS = {
     "ovms": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
     "openvino": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
     "opea": "ipfs_accelerate_api.backends.opea:OPEABackend",
+    "llvm": "ipfs_accelerate_api.backends.llvm:LLVMBackend",
 }
 
 

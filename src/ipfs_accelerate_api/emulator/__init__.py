@@ -29,6 +29,7 @@ def _services() -> dict[str, type[Service]]:
     from .anthropic import ClaudeService
     from .gemini import GeminiService
     from .groq import GroqService
+    from .llvm import LLVMService
     from .ollama import OllamaService
     from .openai import OpenAIService
     from .opea import OPEAService
@@ -38,16 +39,19 @@ def _services() -> dict[str, type[Service]]:
 
     return {"openai": OpenAIService, "claude": ClaudeService, "groq": GroqService,
             "gemini": GeminiService, "tgi": TGIService, "ollama": OllamaService,
-            "tei": TEIService, "ovms": OVMSService, "opea": OPEAService}
+            "tei": TEIService, "ovms": OVMSService, "opea": OPEAService,
+            "llvm": LLVMService}
 
 
 #: Names of the emulated services.
-SERVICES = ("openai", "claude", "groq", "gemini", "tgi", "ollama", "tei", "ovms", "opea")
+SERVICES = ("openai", "claude", "groq", "gemini", "tgi", "ollama", "tei", "ovms", "opea",
+            "llvm")
 
 #: The API path below each service's prefix that clients use as their base URL (Anthropic's
 #: clients add ``/v1`` to every path themselves).
 _BASE_PATHS = {"openai": "/v1", "claude": "", "groq": "/openai/v1", "gemini": "/v1beta",
-               "tgi": "", "ollama": "", "tei": "", "ovms": "", "opea": ""}
+               "tgi": "", "ollama": "", "tei": "", "ovms": "", "opea": "",
+               "llvm": ""}
 
 
 class Emulator:

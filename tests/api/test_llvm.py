@@ -78,7 +78,8 @@ def test_infer_text_generation(make, emu) -> None:
     assert isinstance(r, InferResult) and r.output == output and r.model == TEXT
     assert r.usage == Usage(count_tokens("hello there"), produced, count_tokens("hello there") + produced)
     assert 1 <= r.usage.completion_tokens <= 5
-    assert emu.stats("llvm")["by_path"] == {f"/models/{TEXT}/infer": 1}
+    # the model's batch limit is read once (for combining concurrent calls), then one infer
+    assert emu.stats("llvm")["by_path"] == {f"/models/{TEXT}": 1, f"/models/{TEXT}/infer": 1}
 
 
 def test_parameters_reach_the_server(make, emu, service) -> None:
@@ -258,7 +259,8 @@ def test_validation_errors_are_unprocessable_and_not_retried(make, emu) -> None:
         ai.batch_infer("llvm-text-large", ["x"] * 9)
     with pytest.raises(UnprocessableEntityError, match="at most 512 tokens"):
         ai.infer(EMBED, "x" * 4000)
-    assert ai.stats()["retried"] == 0 and emu.stats("llvm")["requests"] == 5
+    # five refusals, and each model's batch limit read once before its first infer
+    assert ai.stats()["retried"] == 0 and emu.stats("llvm")["requests"] == 5 + 2
 
 
 @pytest.mark.parametrize("path,body,status,param", [
@@ -371,14 +373,14 @@ def test_a_model_that_is_not_ready_answers_503_unavailable(make, emu, service) -
 # -- keys and the base URL ---------------------------------------------------------------------
 
 def test_no_key_by_default_and_a_key_as_bearer(make, emu) -> None:
-    make().infer(TEXT, "hi")
-    assert emu.record("llvm").auth_headers_seen == [{}]
+    make().infer(TEXT, "hi")  # the model's batch limit, then the infer
+    assert emu.record("llvm").auth_headers_seen == [{}, {}]
     emu.config("llvm").keys = ["llvm-secret-key"]
     with pytest.raises(AuthenticationError) as info:
         make(retry=RetryPolicy(max_retries=0)).infer(TEXT, "hi")
     assert info.value.code == "unauthorized"
     assert make(api_key="llvm-secret-key", api_keys=None).infer(TEXT, "hi").output
-    assert emu.stats("llvm")["by_key"] == {"": 2, "llvm-secret-key": 1}
+    assert emu.stats("llvm")["by_key"] == {"": 3, "llvm-secret-key": 2}
     assert emu.record("llvm").auth_headers_seen[-1] == {"authorization": "Bearer llvm-secret-key"}
 
 
@@ -407,7 +409,7 @@ def test_base_url_and_key_from_the_environment(emu, monkeypatch) -> None:
         assert ai.base_url == emu.base_url("llvm") and ai.infer(TEXT, "hi").output
     with backend("llvm", base_url=emu.base_url("llvm") + "/") as ai:  # the argument wins
         assert ai.list_models()
-    assert emu.stats("llvm")["by_key"] == {"env-key": 2}
+    assert emu.stats("llvm")["by_key"] == {"env-key": 3}  # model_info, infer, list_models
 
 
 # -- answers of the wrong shape ----------------------------------------------------------------
@@ -460,3 +462,74 @@ def test_garbage_answers_are_format_errors(make, call, answer) -> None:
         server.body = json.dumps(answer).encode()
         with pytest.raises(ResponseFormatError):
             call(make(base_url=server.url + "/json", retry=RetryPolicy(max_retries=0)))
+
+
+# -- concurrent infers combined into one batch_infer by the engine's batcher ------------------
+def _infer_all(ai, model: str, inputs: list, **params) -> list:
+    """Each input's ``infer`` from its own thread: the result or the exception, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(value):
+        try:
+            return ai.infer(model, value, **params)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            return exc
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(one, inputs))
+
+
+def test_concurrent_infers_go_out_as_batch_infer(make, emu) -> None:
+    emu.config("llvm").latency = 0.02  # answers overlap, so calls wait behind one in flight
+    ai = make()
+    texts = [f"text number {i}" for i in range(48)]
+    outs = _infer_all(ai, TEXT, texts, max_tokens=4)
+    for text, out in zip(texts, outs):  # each caller gets exactly its own answer
+        assert isinstance(out, InferResult)
+        assert out.output == _expected(TEXT, text, {"max_tokens": 4})[0]
+    paths = emu.stats("llvm")["by_path"]
+    assert paths.get(f"/models/{TEXT}/batch_infer", 0) >= 1
+    assert paths.get(f"/models/{TEXT}/infer", 0) + paths[f"/models/{TEXT}/batch_infer"] < len(texts)
+    assert paths[f"/models/{TEXT}"] == 1  # the batch limit read once
+
+
+def test_combined_batches_stay_within_the_models_limit(make, emu) -> None:
+    emu.config("llvm").latency = 0.02
+    ai = make()
+    outs = _infer_all(ai, "llvm-text-large", [f"t{i}" for i in range(40)])  # max_batch_size 8
+    assert all(isinstance(o, InferResult) for o in outs)
+    assert emu.stats("llvm")["refused"] == {}
+    assert emu.stats("llvm")["by_path"].get("/models/llvm-text-large/batch_infer", 0) >= 1
+
+
+def test_a_refused_item_fails_its_own_caller_only(make, emu) -> None:
+    emu.config("llvm").latency = 0.02
+    ai = make()
+    inputs = [42 if i % 5 == 0 else f"fine {i}" for i in range(30)]  # 42: not a string
+    outs = _infer_all(ai, TEXT, inputs)
+    for value, out in zip(inputs, outs):
+        if value == 42:
+            assert isinstance(out, UnprocessableEntityError) and "expected a string" in str(out)
+        else:
+            assert isinstance(out, InferResult) and out.output == _expected(TEXT, value)[0]
+    assert ai.stats()["retried"] == 0
+
+
+def test_calls_with_other_parameters_are_not_combined(make, emu) -> None:
+    emu.config("llvm").latency = 0.02
+    ai = make()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        futs = [pool.submit(ai.infer, TEXT, f"x{i}", max_tokens=1 + i % 3) for i in range(30)]
+        outs = [f.result() for f in futs]
+    for i, out in enumerate(outs):
+        assert out.output == _expected(TEXT, f"x{i}", {"max_tokens": 1 + i % 3})[0]
+        assert out.usage.completion_tokens <= 1 + i % 3
+
+
+def test_batching_off_sends_every_infer_alone(make, emu) -> None:
+    emu.config("llvm").latency = 0.01
+    ai = make(batch_timeout=0)
+    assert all(isinstance(o, InferResult) for o in _infer_all(ai, TEXT, ["a"] * 10))
+    assert emu.stats("llvm")["by_path"] == {f"/models/{TEXT}/infer": 10}

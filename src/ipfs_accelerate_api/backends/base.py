@@ -53,7 +53,7 @@ from ..errors import (
 from ..transport import Response, Transport, iter_ndjson, iter_sse
 from ..types import ChatChunk
 
-__all__ = ["Backend", "Plan", "STREAM_END", "StreamParser", "call_arguments", "check_messages",
+__all__ = ["Backend", "OnceCache", "Plan", "STREAM_END", "StreamParser", "call_arguments", "check_messages",
            "check_model", "content_parts", "unified_finish_reason"]
 
 DEFAULT_BATCH_SIZE = 256
@@ -112,6 +112,35 @@ def unified_finish_reason(raw: Any, table: Mapping[str, str], where: str = "fini
     if not isinstance(raw, str):
         raise ResponseFormatError(f"{where} should be a string, got {type(raw).__name__}")
     return table.get(raw, raw)
+
+
+class OnceCache:
+    """Values computed once per key (a model's metadata, its limits): concurrent first
+    callers wait for the one computation; a computation that raises is not cached, so the
+    next caller tries again."""
+
+    def __init__(self) -> None:
+        self._values: dict[Any, Any] = {}
+        self._computing: dict[Any, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._values:
+                return self._values[key]
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
+            with self._lock:
+                if key in self._values:
+                    return self._values[key]
+            value = compute()
+            self.set(key, value)
+            return value
+
+    def set(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._values[key] = value
+            self._computing.pop(key, None)
 
 
 REDACTED = "[redacted]"
@@ -778,6 +807,29 @@ class Backend:
             return self._send_plan("embed", plan(texts), priority, sync)
         futures = [self._send_plan("embed", plan(texts[s:e]), priority, False) for s, e in ranges]
         return gather(futures, lambda parts: np.vstack(parts) if len(parts) > 1 else parts[0])
+
+    def embed_limits(self) -> tuple[int, int]:
+        """(texts, tokens) one embedding request may carry, as this backend splits by (for
+        callers that pack their own batches, such as :mod:`ipfs_accelerate_api.pipelines`)."""
+        return self._embed_limits()
+
+    def embed_token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Each text's token estimate as counted against :meth:`embed_limits` (errs high)."""
+        return self._embed_token_counts(list(texts))
+
+    def submit_embed_request(self, texts: Sequence[str], *, model: str | None = None,
+                             priority: int = Priority.NORMAL, **params: Any) -> Future:
+        """Exactly one embedding request for ``texts``: not combined with other calls, not
+        split (pack them to :meth:`embed_limits` first). The future holds the float32
+        matrix, a row per text."""
+        check_priority(priority)
+        if type(self)._plan_embed is Backend._plan_embed:
+            raise UnsupportedOperation(f"{self.name} has no operation 'embed'")
+        texts = _check_texts(list(texts))
+        if model is not None or self.model_required:
+            check_model(model)
+        return self._send_plan("embed", self._plan_embed(texts, model=model, **params),
+                               priority, False)
 
     def _embed_limits(self) -> tuple[int, int]:
         """(items, tokens) one embedding request may carry; a server that reports its own

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import Future
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Sequence
@@ -39,11 +40,12 @@ from urllib.parse import quote
 from .._enums import Priority
 from ..config import Secret
 from ..engine import OpResult
+from ..engine.batching import BatchKind, split_sequence
 from ..errors import APIStatusError, ResponseFormatError, status_error_class
 from ..transport import Response
 from ..types import Usage
 from ._shape import as_count, as_dict, as_list, as_str, field
-from .base import Backend, Plan
+from .base import Backend, OnceCache, Plan, check_model
 
 __all__ = ["ITEM_ERROR_STATUS", "OPTIMIZATION_TYPES", "InferResult", "LLVMBackend",
            "STATISTICS_COUNTERS", "model_path"]
@@ -138,14 +140,22 @@ def _estimate(encoded: bytes, parameters: Mapping[str, Any], items: int) -> floa
     return float(len(encoded) // 4 + 1 + out * items)
 
 
+#: Single ``infer`` inputs combined into one ``batch_infer``: each caller gets its own
+#: outcome (an item the server refused is raised to that caller alone).
+ONE_INPUT_EACH = BatchKind(size=len, merge=lambda parts: [p[0] for p in parts],
+                           split=lambda outcomes, sizes: [o[0] for o in split_sequence(outcomes, sizes)])
+
+
 class LLVMBackend(Backend):
     name = "llvm"
     env_prefix = "LLVM"
     default_base_url = DEFAULT_BASE_URL
     requires_key = False
+    batched_methods = Backend.batched_methods | {"infer"}
 
     def __init__(self, *, base_url: str | None = None, **options: Any) -> None:
         super().__init__(base_url=base_url or os.environ.get(URL_ENV) or None, **options)
+        self._batch_limits = OnceCache()  # model -> inputs per batch_infer
 
     # -- conventions ----------------------------------------------------------------------
     def _auth_headers(self, key: Secret | None) -> dict[str, str]:
@@ -233,6 +243,39 @@ class LLVMBackend(Backend):
         """Run ``model`` on one ``input`` (any JSON value the model takes); ``parameters``
         (``max_tokens``, ``temperature``, ``seed``, ``stop``...) go to the server as they are."""
         return self._run("infer", model=model, input=input, priority=priority, **parameters)  # type: ignore[no-any-return]
+
+    def _submit_infer(self, *, model: str, input: Any, priority: int = Priority.NORMAL,
+                      sync: bool = False, **parameters: Any) -> Future:
+        """Concurrent ``infer`` calls on one model with equal parameters go out as one
+        ``batch_infer`` (up to the model's ``max_batch_size``, read once from
+        :meth:`model_info`); a call that finds none in flight goes out alone, as ``infer``."""
+        check_model(model)
+        _check_input(input, "input")
+        _encode({"input": input, "parameters": parameters})  # refused here, for this caller
+
+        def direct(inputs: list[Any]) -> Plan:
+            return self._plan_infer(model=model, input=inputs[0], **parameters)
+
+        def merged(inputs: list[Any]) -> Plan:
+            return self._plan_batch_infer(model=model, inputs=inputs, return_exceptions=True,
+                                          **parameters)
+
+        if self._batch_timeout <= 0:
+            return self._send_plan("infer", direct([input]), priority, sync)
+        group = (model, json.dumps(parameters, sort_keys=True))
+        return self._batched("infer", group, [input], merged, kind=ONE_INPUT_EACH,
+                             direct=direct, priority=priority, sync=sync,
+                             limit=self._batch_limit(model))
+
+    def _batch_limit(self, model: str) -> int:
+        """How many inputs one ``batch_infer`` of ``model`` may carry: the server's
+        ``max_batch_size`` (read once per model), at most ``batch_size``."""
+        def read() -> int:
+            server = (self.model_info(model).get("parameters") or {}).get("max_batch_size")
+            return min(self._batch_size, server) if type(server) is int and server > 0 \
+                else self._batch_size
+
+        return self._batch_limits.get(model, read)  # type: ignore[no-any-return]
 
     def _plan_infer(self, *, model: str, input: Any, **parameters: Any) -> Plan:
         encoded = _encode({"input": _check_input(input, "input"), "parameters": parameters})

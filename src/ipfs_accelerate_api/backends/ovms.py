@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +42,7 @@ from ..engine.batching import BatchKind
 from ..errors import ResponseFormatError
 from ..transport import Response
 from ._shape import as_dict, as_list, as_str, field
-from .base import Plan, check_model
+from .base import OnceCache, Plan, check_model
 from .openai import OpenAIBackend
 
 __all__ = ["BINARY_THRESHOLD", "DATATYPES", "OVMSBackend", "decode_infer_response"]
@@ -272,9 +271,7 @@ class OVMSBackend(OpenAIBackend):
 
     def __init__(self, *, base_url: str | None = None, **options: Any) -> None:
         super().__init__(base_url=base_url or os.environ.get(URL_ENV) or None, **options)
-        self._metadata: dict[tuple[str, str | None], dict[str, Any]] = {}
-        self._metadata_lock = threading.Lock()
-        self._metadata_fetch: dict[tuple[str, str | None], threading.Lock] = {}
+        self._metadata = OnceCache()  # (model, version) -> metadata
 
     # -- conventions ----------------------------------------------------------------------
     def _error_message(self, body: Any) -> tuple[str, str | None]:
@@ -307,8 +304,7 @@ class OVMSBackend(OpenAIBackend):
         """``{"name", "versions", "platform", "inputs": [{"name", "datatype", "shape"}],
         "outputs": [...]}`` (shapes may hold -1 for a dynamic dimension)."""
         meta = self._run("model_metadata", model=model, version=version, priority=priority)
-        with self._metadata_lock:
-            self._metadata[(model, None if version is None else str(version))] = meta
+        self._metadata.set((model, None if version is None else str(version)), meta)
         return meta
 
     def _plan_model_metadata(self, *, model: str, version: Any = None) -> Plan:
@@ -328,16 +324,8 @@ class OVMSBackend(OpenAIBackend):
 
     def _cached_metadata(self, model: str, version: Any) -> dict[str, Any]:
         """The model's metadata, read once: concurrent first calls wait for one request."""
-        key = (model, None if version is None else str(version))
-        with self._metadata_lock:
-            meta = self._metadata.get(key)
-            if meta is not None:
-                return meta
-            fetching = self._metadata_fetch.setdefault(key, threading.Lock())
-        with fetching:
-            with self._metadata_lock:
-                meta = self._metadata.get(key)
-            return self.model_metadata(model, version) if meta is None else meta
+        return self._metadata.get((model, None if version is None else str(version)),  # type: ignore[no-any-return]
+                                  lambda: self.model_metadata(model, version))
 
     def _input_names(self, model: str, version: Any) -> list[str]:
         return [t["name"] for t in self._cached_metadata(model, version).get("inputs", [])]

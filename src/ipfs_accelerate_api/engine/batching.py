@@ -39,7 +39,8 @@ def split_sequence(combined: Sequence[Any], sizes: list[int]) -> list[Any]:
 class BatchKind:
     """How calls of one operation combine: ``size(payload)`` is the number of items a call
     carries (what ``batch_size`` counts), ``merge(payloads)`` the payload of the one request
-    for several calls, ``split(answer, sizes)`` one result per call, in call order."""
+    for several calls, ``split(answer, sizes)`` one result per call, in call order (a result
+    that is an exception is raised to that caller alone: an item the server refused)."""
 
     size: Callable[[Any], int]
     merge: Callable[[list[Any]], Any]
@@ -168,8 +169,11 @@ class Batcher:
                 for fut in futures:
                     fut.set_exception(err)
                 return
-            for fut, part in zip(futures, parts):
-                fut.set_result(part)
+            for fut, part in zip(futures, parts):  # an exception as a part fails its caller only
+                if isinstance(part, BaseException):
+                    fut.set_exception(part)
+                else:
+                    fut.set_result(part)
 
         combined.add_done_callback(done)
 

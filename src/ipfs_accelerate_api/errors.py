@@ -10,6 +10,8 @@ Everything this package raises on purpose derives from :class:`AcceleratorError`
     ├── QueueClosed                   the queue was closed
     │   └── ClientClosed              the backend was closed while the request waited
     ├── CircuitOpenError              the breaker is open; ``retry_after`` says for how long
+    ├── InputError       (+ ValueError)    a pipeline's input record is unusable (``line``)
+    ├── ResumeConflict                an unfinished run beside the output used other input or options
     └── APIError                      anything that came back from (or failed to reach) a service
         ├── APIConnectionError        the request did not get an answer
         │   └── APITimeoutError
@@ -45,6 +47,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContentFilteredError",
+    "InputError",
     "NotFoundError",
     "PermissionDeniedError",
     "QueueClosed",
@@ -52,6 +55,7 @@ __all__ = [
     "QueueFull",
     "RateLimitError",
     "ResponseFormatError",
+    "ResumeConflict",
     "ServerError",
     "StreamInterrupted",
     "StreamTimeoutError",
@@ -67,6 +71,21 @@ class AcceleratorError(Exception):
 
 class ConfigurationError(AcceleratorError, ValueError):
     """An option, a credential or a file is wrong; the message says what to change."""
+
+
+class InputError(AcceleratorError, ValueError):
+    """A pipeline's input cannot be used as it is: a record that is not valid UTF-8, a JSON
+    line without the field... ``line`` is its 1-based line number in the source."""
+
+    def __init__(self, message: str, *, line: int | None = None, source: str | None = None):
+        super().__init__(message)
+        self.line = line
+        self.source = source
+
+
+class ResumeConflict(AcceleratorError):
+    """The unfinished run beside the output was started with another input, model or
+    option: resuming it would mix two runs (start over with ``restart=True``)."""
 
 
 class UnsupportedOperation(AcceleratorError, NotImplementedError):

@@ -643,6 +643,17 @@ class Engine:
     def keys(self) -> KeyPool:
         return self._keys
 
+    @property
+    def max_concurrency(self) -> int:
+        """Requests in flight at most (streams included)."""
+        return self._max_concurrency
+
+    @property
+    def rate_limited(self) -> int:
+        """429 answers seen so far (retried or not): a cheap signal for callers that adapt
+        how much they send, such as the embedding pipeline."""
+        return self._tracker.rate_limited
+
     def stats(self) -> dict[str, Any]:
         snap = self._tracker.snapshot()
         keys = self._keys.stats()

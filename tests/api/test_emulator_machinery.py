@@ -232,3 +232,20 @@ def test_emulator_reports_handler_errors(monkeypatch) -> None:
         assert list(emu.handler_errors()) == ["openai"]
         with pytest.raises(AssertionError, match="ZeroDivisionError"):
             emu.assert_no_handler_errors()
+
+
+@pytest.mark.parametrize("burst,allowed", [(60.0, 30), (1.0, 10), (0.5, 5)])
+def test_a_keys_bucket_holds_burst_seconds_of_its_quota(burst, allowed) -> None:
+    """rpm=600 is 10 a second: a fresh key may send a minute's worth at once (OpenAI's way,
+    capped here by the 30 sent), or only ``burst`` seconds' worth."""
+    from ipfs_accelerate_api.emulator import Emulator, ServiceConfig
+
+    with Emulator({"openai": ServiceConfig(rpm=600, burst=burst)}) as e:
+        url = e.base_url("openai") + "/embeddings"
+        statuses = [urllib3.request("POST", url, json={"model": "text-embedding-3-small",
+                                                       "input": "a"},
+                                    headers={"authorization": "Bearer k"}, retries=False).status
+                    for _ in range(30)]
+    assert statuses[:allowed] == [200] * allowed
+    if allowed < 30:  # then refused, but for what refilled while sending (10 a second)
+        assert allowed <= statuses.count(200) <= allowed + 5 and statuses[-1] == 429

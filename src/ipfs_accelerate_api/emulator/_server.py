@@ -76,6 +76,8 @@ class ServiceConfig:
         latency: seconds added before each answer (a float or a ``(low, high)`` range).
         capacity: most requests handled at once; more wait (``None``: no limit).
         rpm, tpm: per-key requests / tokens per minute, enforced with real 429s and headers.
+        burst: seconds of those quotas a key's bucket holds (60: a whole minute's worth
+            at once, as OpenAI's; 1: the quota spread evenly, a second's worth at most).
         keys: the valid API keys (``None``: any non-empty key; ``()``: no auth needed).
         faults: a :class:`FaultPlan`.
         stream_delay: seconds between streamed chunks.
@@ -86,6 +88,7 @@ class ServiceConfig:
     capacity: int | None = None
     rpm: float | None = None
     tpm: float | None = None
+    burst: float = 60.0
     keys: Sequence[str] | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     stream_delay: float = 0.0
@@ -276,18 +279,21 @@ class Service:
 
     def _take(self, key: str, kind: str, limit: float, cost: float,
               window: float = 60.0) -> tuple[bool, tuple[float, float, float], float]:
-        """Per-key bucket (capacity = the limit per ``window`` seconds, refilling over it)."""
+        """Per-key bucket: ``limit`` per ``window`` seconds, refilling over it; a per-minute
+        bucket holds ``burst`` seconds' worth at most."""
         now = time.monotonic()
         rate = limit / window
+        burst = self.config.burst
+        capacity = max(cost, rate * burst) if window == 60.0 and burst < 60 else limit
         with self._lock:
-            tokens, last = self._buckets.get((key, kind), [limit, now])
-            tokens = min(limit, tokens + (now - last) * rate)
+            tokens, last = self._buckets.get((key, kind), [capacity, now])
+            tokens = min(capacity, tokens + (now - last) * rate)
             ok = tokens >= cost
             if ok:
                 tokens -= cost
             self._buckets[(key, kind)] = [tokens, now]
         wait = 0.0 if ok else (cost - tokens) / rate
-        reset = (limit - tokens) / rate
+        reset = (capacity - tokens) / rate
         return ok, (limit, max(0.0, tokens), reset), wait
 
     def limits(self, key: str, tokens: int) -> tuple[bool, dict[str, str], float, str]:

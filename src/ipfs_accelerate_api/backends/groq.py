@@ -35,6 +35,7 @@ REFUSED_TRANSCRIPT_FORMATS = ("srt", "vtt")
 
 class GroqBackend(OpenAIBackend):
     name = "groq"
+    requests_window = None  # a day's count: read below
     env_prefix = "GROQ"
     default_base_url = "https://api.groq.com/openai/v1"
     stream_include_usage = False  # the usage comes in x_groq.usage anyway

@@ -81,6 +81,9 @@ class OpenAIBackend(Backend):
     api_prefix = ""
     #: A compatible server's own finish reasons -> the unified ones (OpenAI's are those).
     finish_reasons: Mapping[str, str] = {}
+    #: Seconds the ``x-ratelimit-*-requests`` quota is counted over (per minute; None: the
+    #: adapter reads those headers its own way, as Groq's per-day count).
+    requests_window: float | None = 60.0
 
     # -- conventions ----------------------------------------------------------------------
     def _auth_headers(self, key: Secret | None) -> dict[str, str]:
@@ -107,8 +110,20 @@ class OpenAIBackend(Backend):
         def dur(v: str | None) -> float | None:
             return None if v is None else parse_duration(v)
 
-        return RateLimitInfo(num(rr), dur(get("x-ratelimit-reset-requests")),
-                             num(rt), dur(get("x-ratelimit-reset-tokens")))
+        def next_unit(remaining: float | None, reset: float | None, kind: str,
+                      window: float | None) -> float | None:
+            """``reset`` is when the window is *full* again; a bucket that refills
+            continuously (OpenAI's) has its next unit after one unit's share of the window."""
+            if remaining != 0 or reset is None or window is None:
+                return reset
+            limit = num(get(f"x-ratelimit-limit-{kind}"))
+            return min(reset, window / limit) if limit and limit > 0 else reset
+
+        nr, nt = num(rr), num(rt)
+        return RateLimitInfo(
+            nr, next_unit(nr, dur(get("x-ratelimit-reset-requests")), "requests",
+                          self.requests_window),
+            nt, next_unit(nt, dur(get("x-ratelimit-reset-tokens")), "tokens", 60.0))
 
     def _estimate(self, body: Mapping[str, Any], encoded: bytes) -> int:
         """Tokens this request may use: its encoded size / 4, plus the completion allowance."""

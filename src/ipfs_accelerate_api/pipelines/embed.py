@@ -173,8 +173,9 @@ def _batches(backend: Any, start: int, texts: list[str]) -> Iterator[tuple[int, 
 
 
 def _in_flight_limit(backend: Any) -> int:
-    """Batches in flight by default: the engine's concurrency (each is one request)."""
-    return backend.engine.max_concurrency
+    """Batches submitted at once by default: twice the engine's concurrency, so a worker that
+    finishes one finds the next already queued (none waits for this thread to hand it over)."""
+    return 2 * backend.engine.max_concurrency
 
 
 def _open_backend(backend: Any, options: Mapping[str, Any]) -> tuple[Any, bool]:

@@ -195,3 +195,26 @@ def test_a_changed_input_is_refused_until_restart(tmp_path, emu, tei_url, corpus
     r = cli("embed", corpus, "-o", out, "--backend", "tei", "--base-url", tei_url, "--restart")
     assert r.returncode == 0, r.stderr
     assert np.load(out).shape == (N + 1, DIM)
+
+
+def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, emu, tei_url, corpus, reference) -> None:
+    emu.config("tei").latency = 0.01
+    out = str(tmp_path / "out.npy")
+    proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate_api.cli", "embed", corpus,
+                             "-o", out, "--backend", "tei", "--base-url", tei_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while proc.poll() is None:
+        if os.path.exists(out + ".partial"):
+            with open(out + ".ckpt") as f:
+                if '"done"' in f.read():
+                    break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert b"interrupted" in stdout and b"run the same command again" in stderr
+    assert b"Traceback" not in stderr
+    emu.config("tei").latency = 0.0
+    r = cli("embed", corpus, "-o", out, "--backend", "tei", "--base-url", tei_url, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["resumed_rows"] > 0
+    assert sha(out) == sha(reference)

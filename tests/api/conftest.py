@@ -68,6 +68,21 @@ def engines():
         e.close()
 
 
+def concurrently(call, items, threads: int = 16) -> list:
+    """``call(item)`` for every item, each from a pool of ``threads``: the results, or the
+    exception each raised, in item order (for tests of calls combined by the batcher)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item):
+        try:
+            return call(item)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            return exc
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, items))
+
+
 #: In a rules table: the field is removed (see :func:`merge`).
 DROP = object()
 

@@ -27,6 +27,7 @@ from ipfs_accelerate_api.errors import (
 )
 from ipfs_accelerate_api.types import Usage
 
+from .conftest import concurrently
 from .hostile import HostileServer
 
 TEXT, EMBED, CLASSIFY = "llvm-text-small", "llvm-embed", "llvm-classify"
@@ -466,17 +467,7 @@ def test_garbage_answers_are_format_errors(make, call, answer) -> None:
 
 # -- concurrent infers combined into one batch_infer by the engine's batcher ------------------
 def _infer_all(ai, model: str, inputs: list, **params) -> list:
-    """Each input's ``infer`` from its own thread: the result or the exception, in order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(value):
-        try:
-            return ai.infer(model, value, **params)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
-            return exc
-
-    with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(one, inputs))
+    return concurrently(lambda value: ai.infer(model, value, **params), inputs)
 
 
 def test_concurrent_infers_go_out_as_batch_infer(make, emu) -> None:

@@ -5,8 +5,6 @@ binary both ways, versions, typed errors, TF-Serving and the OpenAI-compatible `
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 
@@ -18,6 +16,8 @@ from ipfs_accelerate_api.errors import (
     NotFoundError,
     ResponseFormatError,
 )
+
+from .conftest import concurrently
 
 th = pytest.importorskip("tritonclient.http")
 
@@ -262,15 +262,7 @@ def test_base_url_from_environment(monkeypatch, emu) -> None:
 
 # -- concurrent small infers combined by the engine's batcher ----------------------------------
 def _infer_all(b, model: str, calls: list, **kw) -> list:
-    """Each call's ``infer`` from its own thread; the answer or the exception, in call order."""
-    def one(inputs):
-        try:
-            return b.infer(model, inputs, **kw)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
-            return exc
-
-    with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(one, calls))
+    return concurrently(lambda inputs: b.infer(model, inputs, **kw), calls)
 
 
 def test_concurrent_infers_are_combined_along_the_batch_dimension(ovms, emu) -> None:

@@ -428,3 +428,31 @@ def test_timeouts_defaults_and_value_semantics() -> None:
 ])
 def test_timeouts_boundaries_accepted(options) -> None:
     assert Timeouts(**options) == Timeouts(**options)
+
+
+@pytest.mark.parametrize("headers,expected", [
+    # OpenAI refills continuously: an exhausted window's next request is one request's share
+    # of the minute away (600/min: 0.1 s), not when the window is full again (59.9 s)
+    ({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": "59.9s"}, (0.1, None)),
+    # a window that is full sooner than that keeps its own reset
+    ({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": "20ms"}, (0.02, None)),
+    # tokens the same way (150,000 a minute: 0.4 ms a token)
+    ({"x-ratelimit-limit-tokens": "150000", "x-ratelimit-remaining-tokens": "0",
+      "x-ratelimit-reset-tokens": "6s"}, (None, 60 / 150000)),
+    # remaining above 0, or no limit header: the reset as it was said
+    ({"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "3",
+      "x-ratelimit-reset-requests": "59.9s"}, (59.9, None)),
+    ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}, (2.0, None)),
+])
+def test_openai_exhausted_window_next_unit(headers, expected) -> None:
+    from ipfs_accelerate_api.backends.openai import OpenAIBackend
+
+    b = OpenAIBackend(api_key="sk-test", base_url="http://127.0.0.1:9")
+    try:
+        info = b._ratelimit_info(headers)
+    finally:
+        b.close()
+    got = (info.reset_requests, info.reset_tokens)
+    assert got == pytest.approx(expected)

@@ -65,6 +65,19 @@ def pending_requests(done: list[tuple[int, int]], rows: int, window: int = 8192)
     return total
 
 
+def stop_after_commit(proc, out: str, groups: int = 1, sig=signal.SIGKILL) -> None:
+    """Signal ``proc`` once the checkpoint beside ``out`` names ``groups`` committed groups of
+    finished batches (0: as soon as the run has started writing)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.exists(out + ".partial"):
+            with open(out + ".ckpt") as f:
+                if f.read().count('"done"') >= groups:
+                    break
+        time.sleep(0.005)
+    proc.send_signal(sig)
+
+
 @pytest.fixture
 def reference(tmp_path_factory, corpus, tei_url) -> str:
     out = str(tmp_path_factory.mktemp("ref") / "ref.npy")
@@ -86,23 +99,15 @@ def test_an_uninterrupted_run_writes_the_vectors_and_sidecar(emu, reference) -> 
 @pytest.mark.parametrize("kill_after", [0, 1, 3])
 def test_killed_and_run_again_resumes_byte_identical(tmp_path, emu, tei_url, corpus, reference,
                                                      kill_after) -> None:
-    """SIGKILL once the checkpoint names ``kill_after`` committed groups of batches (0: as
-    soon as the run has started), then the same command again."""
+    """SIGKILL once the checkpoint names ``kill_after`` committed groups of batches, then the
+    same command again."""
     emu.config("tei").latency = 0.01  # slow enough to be caught mid-run
     out = str(tmp_path / "out.npy")
     ckpt = out + ".ckpt"
     args = [sys.executable, "-m", "ipfs_accelerate_api.cli", "embed", corpus, "-o", out,
             "--backend", "tei", "--base-url", tei_url]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if os.path.exists(out + ".partial"):
-            with open(ckpt) as f:
-                groups = f.read().count('"done"')
-            if groups >= kill_after:
-                break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    stop_after_commit(proc, out, kill_after)
     proc.wait()
     assert not os.path.exists(out), "killed before the end: no final output yet"
     done = done_ranges(ckpt)
@@ -179,13 +184,7 @@ def test_a_changed_input_is_refused_until_restart(tmp_path, emu, tei_url, corpus
     proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate_api.cli", "embed", corpus,
                              "-o", out, "--backend", "tei", "--base-url", tei_url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while proc.poll() is None:  # until a group of batches is committed
-        if os.path.exists(out + ".partial"):
-            with open(out + ".ckpt") as f:
-                if '"done"' in f.read():
-                    break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    stop_after_commit(proc, out)
     proc.wait()
     emu.config("tei").latency = 0.0
     with open(corpus, "a") as f:
@@ -203,13 +202,7 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, emu, tei_url, corpus, 
     proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate_api.cli", "embed", corpus,
                              "-o", out, "--backend", "tei", "--base-url", tei_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    while proc.poll() is None:
-        if os.path.exists(out + ".partial"):
-            with open(out + ".ckpt") as f:
-                if '"done"' in f.read():
-                    break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
+    stop_after_commit(proc, out, sig=signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert b"interrupted" in stdout and b"run the same command again" in stderr

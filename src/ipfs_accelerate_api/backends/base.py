@@ -53,7 +53,8 @@ from ..errors import (
 from ..transport import Response, Transport, iter_ndjson, iter_sse
 from ..types import ChatChunk
 
-__all__ = ["Backend", "OnceCache", "Plan", "STREAM_END", "StreamParser", "call_arguments", "check_messages",
+__all__ = ["Backend", "OnceCache", "Plan", "STREAM_END", "StreamParser", "call_arguments",
+           "check_list", "check_messages",
            "check_model", "content_parts", "unified_finish_reason"]
 
 DEFAULT_BATCH_SIZE = 256
@@ -219,15 +220,25 @@ def content_parts(content: list[Any], where: str, service: str) -> Iterator[tupl
                              f"got {kind!r}")
 
 
+def check_list(items: Any, *, op: str, plural: str, singular: str) -> list[Any]:
+    """A caller's sequence argument as a non-empty list; a string, bytes, a mapping or a set
+    (which iterate, but are not a list of items) is a ``TypeError``, an empty one a
+    ``ValueError``: ``"{op} takes {plural}, not dict"``, ``"{op} needs at least one
+    {singular}"``."""
+    if isinstance(items, (str, bytes, bytearray, memoryview, MappingABC, Set)) \
+            or not hasattr(items, "__iter__"):
+        raise TypeError(f"{op} takes {plural}, not {type(items).__name__}")
+    out = list(items)
+    if not out:
+        raise ValueError(f"{op} needs at least one {singular}")
+    return out
+
+
 def _check_texts(texts: Any) -> list[str]:
     if isinstance(texts, str):
         return [texts]
-    if isinstance(texts, (bytes, bytearray, memoryview, MappingABC, Set)) or not hasattr(texts, "__iter__"):
-        raise TypeError("embed takes a string or a sequence of strings, "
-                        f"not {type(texts).__name__}")
-    out = list(texts)
-    if not out:
-        raise ValueError("embed needs at least one text")
+    out = check_list(texts, op="embed", plural="a string or a sequence of strings",
+                     singular="text")
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise TypeError(f"embed takes strings; texts[{i}] is {type(t).__name__}")

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from concurrent.futures import Future
-from collections.abc import Mapping, Set
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Sequence
 from urllib.parse import quote
@@ -45,7 +45,7 @@ from ..errors import APIStatusError, ResponseFormatError, status_error_class
 from ..transport import Response
 from ..types import Usage
 from ._shape import as_count, as_dict, as_list, as_str, field
-from .base import Backend, OnceCache, Plan, check_model
+from .base import Backend, OnceCache, Plan, check_list, check_model
 
 __all__ = ["ITEM_ERROR_STATUS", "OPTIMIZATION_TYPES", "InferResult", "LLVMBackend",
            "STATISTICS_COUNTERS", "model_path"]
@@ -122,13 +122,7 @@ def _check_input(value: Any, where: str) -> Any:
 
 
 def _check_inputs(inputs: Any) -> list[Any]:
-    if isinstance(inputs, (str, bytes, bytearray, memoryview, Mapping, Set)) \
-            or not isinstance(inputs, Sequence):
-        raise TypeError("llvm: batch_infer takes a list of inputs, "
-                        f"not {type(inputs).__name__}")
-    out = list(inputs)
-    if not out:
-        raise ValueError("llvm: batch_infer needs at least one input")
+    out = check_list(inputs, op="llvm: batch_infer", plural="a list of inputs", singular="input")
     for i, value in enumerate(out):
         _check_input(value, f"inputs[{i}]")
     return out

@@ -70,9 +70,9 @@ class Cli:
         self.home = home
         self.credentials = os.path.join(home, ".ipfs_api_credentials")
         env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+        # No PYTHONUNBUFFERED: a test of streaming must see what the command flushes itself.
         env.update({"HOME": home, "IPFS_ACCEL_CREDENTIALS": self.credentials,
-                    "PYTHONPATH": PACKAGE_ROOT, "PYTHONUNBUFFERED": "1",
-                    "PYTHONIOENCODING": "utf-8", "NO_COLOR": "1"})
+                    "PYTHONPATH": PACKAGE_ROOT, "PYTHONIOENCODING": "utf-8", "NO_COLOR": "1"})
         self.env = env
 
     def command(self, *args: str) -> list[str]:

@@ -44,7 +44,7 @@ PASS_THROUGH = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT",
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(ipfs_accelerate_api.__file__)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Result:
     """What a finished run of the command left: exit status and both outputs (text)."""
 
@@ -53,7 +53,7 @@ class Result:
     stderr: str
     args: tuple[str, ...] = ()
 
-    def __str__(self) -> str:  # shown by a failing assert
+    def __repr__(self) -> str:  # what a failing ``assert ..., result`` shows
         return (f"ipfs-accel {' '.join(self.args)} -> rc {self.rc}\n"
                 f"--- stdout ---\n{self.stdout[-3000:]}\n--- stderr ---\n{self.stderr[-3000:]}")
 

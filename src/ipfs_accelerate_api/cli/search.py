@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any, Iterator
 
@@ -45,21 +44,6 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 class SearchError(Exception):
     """A search that cannot be done as asked (exit 1, one line)."""
-
-
-def _sidecar(index: str) -> dict[str, Any]:
-    path = index[:-4] + ".json" if index.endswith(".npy") else index + ".json"
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise SearchError(f"no sidecar {path} beside {index} (ipfs-accel embed writes one; "
-                          "it names the model the queries must be embedded with)") from None
-    except (OSError, ValueError) as exc:
-        raise SearchError(f"cannot read the sidecar {path}: {exc}") from None
-    if not isinstance(data, dict) or "backend" not in data:
-        raise SearchError(f"{path} is not a sidecar written by ipfs-accel embed")
-    return data
 
 
 def _matrix(index: str, meta: dict[str, Any]) -> np.ndarray:
@@ -131,32 +115,20 @@ def rank(queries: np.ndarray, matrix: np.ndarray, k: int, *,
 
 
 def _records(path: str, meta: dict[str, Any], wanted: set[int]) -> dict[int, tuple[int, str]]:
-    """``{row: (line, text)}`` for the wanted rows of the embedded input, skipping the records
-    the sidecar lists as dropped (so row i is the i-th kept record, as embed wrote it)."""
-    from ..pipelines import read_records
+    """``{row: (line, text)}`` for the wanted rows, read from the embedded input."""
+    from ..pipelines.parquet import embedded_records
 
-    source = meta.get("source") or {}
-    size = source.get("size")
-    if size is not None and path != "-" and os.path.isfile(path) and os.path.getsize(path) != size:
-        raise SearchError(f"{path} is {os.path.getsize(path)} bytes; the file these vectors "
-                          f"were made from was {size}: --text must name the embedded input")
-    fmt = meta.get("input") or {}
-    dropped = {d["line"] for d in meta.get("dropped") or []}
     found: dict[int, tuple[int, str]] = {}
     last = max(wanted)
-    row = 0
-    for rec in read_records(path, format=fmt.get("format") or "text", field=fmt.get("field"),
-                            column=fmt.get("column")):
-        if rec.line in dropped:
-            continue
-        if rec.text is None:
-            raise SearchError(f"{path}, line {rec.line}: {rec.bad}, and the sidecar does not "
-                              "list it as dropped: --text must name the embedded input")
-        if row in wanted:
-            found[row] = (rec.line, rec.text)
-        if row == last:
-            break
-        row += 1
+    records = embedded_records(path, meta)
+    try:
+        for row, rec in records:
+            if row in wanted:
+                found[row] = (rec.line, rec.text)  # type: ignore[assignment]
+            if row == last:
+                break
+    finally:
+        records.close()
     if len(found) < len(wanted):
         raise SearchError(f"{path} has fewer records than the matrix has rows: --text must "
                           "name the embedded input")
@@ -179,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     if args.k < 1:
         print("ipfs-accel search: error: -k must be at least 1", file=sys.stderr)
         return EXIT["usage"]
-    meta = _sidecar(args.index)
+    from ..pipelines.parquet import read_sidecar
+
+    meta = read_sidecar(args.index)
     _check_agrees(args, meta)
     queries = _queries(args)
     if not queries:

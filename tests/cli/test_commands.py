@@ -362,3 +362,64 @@ def test_bench_builtin(cli):
     assert seconds["ipfs_accelerate_api"] > 0 and seconds["raw urllib3"] > 0
     r = cli("bench", "--builtin", "--calls", "3", "--rounds", "1")
     assert r.rc == 0 and "| ipfs_accelerate_api |" in r.stdout and "| raw urllib3 |" in r.stdout, r
+
+
+# -- embed --format parquet ----------------------------------------------------------------------
+
+def test_embed_parquet_holds_each_row_with_its_text(cli, emulator, corpus, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    # The subprocess imports the same pyarrow as this session.
+    where = os.path.dirname(os.path.dirname(os.path.abspath(pa.__file__)))
+    out = str(tmp_path / "vectors.parquet")
+    r = cli("embed", corpus[0], "-o", out, "--format", "parquet", "--skip-empty",
+            *cli.on(emulator, "tei"), "--json",
+            env={"PYTHONPATH": cli.env["PYTHONPATH"] + os.pathsep + where})
+    assert r.rc == 0, r
+    assert r.json["parquet"] == out and r.json["output"] == out[:-8] + ".npy"
+    table = pq.read_table(out)
+    assert table.column_names == ["row", "line", "text", "embedding"]
+    matrix = np.load(out[:-8] + ".npy")
+    assert table.num_rows == len(matrix) == len(corpus[1])
+    assert table.column("row").to_pylist() == list(range(len(matrix)))
+    assert table.column("text").to_pylist() == corpus[1]
+    with open(corpus[0], encoding="utf-8") as fh:
+        lines = [n for n, line in enumerate(fh, 1) if line.strip()]
+    assert table.column("line").to_pylist() == lines
+    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_array_equal(vectors, matrix)
+    sidecar = json.loads(table.schema.metadata[b"ipfs_accelerate_api"])
+    assert sidecar == read_json(out[:-8] + ".json")
+
+
+def test_embed_parquet_without_pyarrow_exits_3_before_embedding(cli, emulator, corpus, tmp_path):
+    shadow = tmp_path / "shadow" / "pyarrow"  # an import of pyarrow fails, installed or not
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no pyarrow here')\n")
+    r = cli("embed", corpus[0], "-o", str(tmp_path / "v.npy"), "--format", "parquet",
+            *cli.on(emulator, "tei"),
+            env={"PYTHONPATH": str(shadow.parent) + os.pathsep + cli.env["PYTHONPATH"]})
+    assert r.rc == 3 and "[parquet]" in one_line_error(r), r
+    assert emulator.stats("tei")["requests"] == 0 and not os.path.exists(tmp_path / "v.npy")
+
+
+def test_write_parquet_in_row_groups_and_refusing_a_changed_source(index, corpus, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from ipfs_accelerate_api.errors import InputError
+    from ipfs_accelerate_api.pipelines.parquet import write_parquet
+
+    out = str(tmp_path / "groups.parquet")
+    assert write_parquet(index, out, source=corpus[0], rows_per_group=50) == len(corpus[1])
+    f = pq.ParquetFile(out)
+    assert f.metadata.num_row_groups == -(-len(corpus[1]) // 50)
+    table = f.read()
+    assert table.column("text").to_pylist() == corpus[1]
+    np.testing.assert_array_equal(np.array(table.column("embedding").to_pylist(), np.float32),
+                                  np.load(index))
+    with open(corpus[0], "r+b") as fh:  # same size, one byte changed
+        fh.seek(10)
+        fh.write(b"Z")
+    with pytest.raises(InputError, match="SHA-256"):
+        write_parquet(index, str(tmp_path / "changed.parquet"), source=corpus[0])
+    assert not os.path.exists(tmp_path / "changed.parquet")
+    assert not os.path.exists(tmp_path / "changed.parquet.tmp")

@@ -28,8 +28,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,7 @@ class Cli:
                  env: Mapping[str, str | None] | None = None, timeout: float = 120,
                  cwd: str | None = None) -> Result:
         data = input.encode() if isinstance(input, str) else input
-        done = subprocess.run(self.command(*args), input=data, capture_output=True,
+        done = subprocess.run(self.command(*args), input=data, capture_output=True, check=False,
                               env=self.environment(env), timeout=timeout, cwd=cwd or self.home)
         return Result(done.returncode, done.stdout.decode("utf-8", "replace"),
                       done.stderr.decode("utf-8", "replace"), tuple(map(str, args)))

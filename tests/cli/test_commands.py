@@ -17,7 +17,7 @@ from ipfs_accelerate_api.emulator import ServiceConfig
 
 COMMANDS = ["embed", "search", "chat", "models", "keys", "emulate", "bench"]
 QUERIES = ["alpha bravo charlie", "lima mike", "an unrelated question", "echo"]
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike"]
 
 
 def one_line_error(r) -> str:
@@ -261,7 +261,7 @@ def test_chat_interrupted_exits_130_cleanly(cli, make_emulator):
         time.sleep(0.02)
     assert emu.stats("openai")["requests"], "the request never arrived"
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
+    _, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
     assert err.decode().strip() == "ipfs-accel: interrupted"
 

@@ -14,7 +14,7 @@ from . import EXIT, add_backend_options, backend_from_args
 __all__ = ["add", "run", "run_models"]
 
 
-def add(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "chat", help="send one prompt and stream the reply to the terminal",
         description="Send PROMPT (- reads it from stdin) to the service and print the reply "

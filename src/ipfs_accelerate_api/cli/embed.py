@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
               f"{summary.rows_per_s:.0f} rows/s; {tokens} tokens, {summary.requests} requests, "
               f"{summary.retries} retries, {summary.rate_limited} 429s, "
               f"{summary.breaker_trips} breaker trips -> {summary.output}"
-              f"{' and ' + parquet if data.get('parquet') else ''}")
+              f"{' and ' + data['parquet'] if data.get('parquet') else ''}")
     if summary.interrupted:
         print("ipfs-accel embed: interrupted; run the same command again to resume",
               file=sys.stderr)
@@ -135,8 +135,8 @@ def _parquet_paths(args: argparse.Namespace) -> str | None:
         raise SystemExit("ipfs-accel embed: error: --format parquet needs INPUT to be a file "
                          "(its text is read again for the text column)")
     check_parquet()
-    out = args.output
+    out: str = args.output
     if out.endswith(".parquet"):
-        args.output = out[:-len(".parquet")] + ".npy"
+        args.output = out.removesuffix(".parquet") + ".npy"
         return out
-    return (out[:-4] if out.endswith(".npy") else out) + ".parquet"
+    return out.removesuffix(".npy") + ".parquet"

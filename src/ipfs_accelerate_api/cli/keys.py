@@ -56,7 +56,7 @@ def _env_origins(prefixes: tuple[str, ...], keys: tuple[Secret, ...]) -> list[st
     for p in prefixes:
         if env.get(f"{p}_API_KEYS", "").strip():
             return [f"{p}_API_KEYS"] * len(keys)
-        numbered = []
+        numbered: list[str] = []
         while env.get(f"{p}_API_KEY_{len(numbered) + 1}", "").strip():
             numbered.append(f"{p}_API_KEY_{len(numbered) + 1}")
         if numbered:
@@ -84,7 +84,7 @@ def describe(name: str) -> dict[str, Any]:
     }
 
 
-def add(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "keys", help="list the configured API keys per backend, masked, and where each came from",
         description="For each backend (all by default), the API keys it would use, masked "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ __all__ = ["CHUNK_ROWS", "add", "rank", "run"]
 CHUNK_ROWS = 65536
 
 
-def add(sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "search", help="the rows of an embedded .npy nearest to a query (cosine, C top_k)",
         description="Embed the queries the way OUT.npy was embedded (its OUT.json sidecar "
@@ -48,7 +49,7 @@ class SearchError(Exception):
 
 def _matrix(index: str, meta: dict[str, Any]) -> np.ndarray:
     try:
-        matrix = np.load(index, mmap_mode="r")
+        matrix: np.ndarray = np.load(index, mmap_mode="r")
     except FileNotFoundError:
         raise SearchError(f"no such file: {index}") from None
     except (OSError, ValueError) as exc:
@@ -84,9 +85,11 @@ def _check_agrees(args: argparse.Namespace, meta: dict[str, Any]) -> None:
 def _queries(args: argparse.Namespace) -> list[str]:
     queries = list(args.query)
     if args.queries:
-        fh = sys.stdin if args.queries == "-" else open(args.queries, encoding="utf-8")
-        with fh:
-            queries += [line.rstrip("\r\n") for line in fh if line.strip()]
+        if args.queries == "-":
+            queries += [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        else:
+            with open(args.queries, encoding="utf-8") as fh:
+                queries += [line.rstrip("\r\n") for line in fh if line.strip()]
     return queries
 
 
@@ -116,11 +119,12 @@ def rank(queries: np.ndarray, matrix: np.ndarray, k: int, *,
 
 def _records(path: str, meta: dict[str, Any], wanted: set[int]) -> dict[int, tuple[int, str]]:
     """``{row: (line, text)}`` for the wanted rows, read from the embedded input."""
+    from ..pipelines import Record
     from ..pipelines.parquet import embedded_records
 
     found: dict[int, tuple[int, str]] = {}
     last = max(wanted)
-    records = embedded_records(path, meta)
+    records: Generator[tuple[int, Record], None, None] = embedded_records(path, meta)
     try:
         for row, rec in records:
             if row in wanted:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Generator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ METADATA_KEY = b"ipfs_accelerate_api"
 
 
 def sidecar_path(npy: str) -> str:
-    return (npy[:-4] if npy.endswith(".npy") else npy) + ".json"
+    return (npy.removesuffix(".npy")) + ".json"
 
 
 def read_sidecar(npy: str) -> dict[str, Any]:
@@ -55,8 +56,8 @@ def read_sidecar(npy: str) -> dict[str, Any]:
     return data
 
 
-def embedded_records(path: str, sidecar: Mapping[str, Any], *,
-                     reader: list[HashingReader] | None = None) -> Iterator[tuple[int, Record]]:
+def embedded_records(path: str, sidecar: Mapping[str, Any], *, reader: list[HashingReader] | None = None
+                     ) -> Generator[tuple[int, Record], None, None]:
     """``(row, record)`` for each record of ``path`` that became a row, in row order: read
     with the sidecar's input format, field and column, the records it lists as dropped
     skipped. A source whose size is not the sidecar's, or a bad record it does not list, is
@@ -83,8 +84,8 @@ def embedded_records(path: str, sidecar: Mapping[str, Any], *,
 
 def _pyarrow() -> tuple[Any, Any]:
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # type: ignore[import-not-found, unused-ignore]
+        import pyarrow.parquet as pq  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise ConfigurationError("Parquet output needs pyarrow: pip install "
                                  "'ipfs-accelerate-api[parquet]'") from None

@@ -21,7 +21,12 @@ def add(sub: argparse._SubParsersAction) -> None:
                     "an uninterrupted run.")
     p.add_argument("input", metavar="INPUT", help="a text file (one record per line), JSON "
                                                   "lines (--field) or CSV (--column); - for stdin")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npy")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.npy",
+                   help="the float32 matrix (with --format parquet: OUT.parquet, or OUT.npy "
+                        "with OUT.parquet beside it)")
+    p.add_argument("--format", choices=("npy", "parquet"), default="npy",
+                   help="parquet: also write OUT.parquet (row, line, text, embedding; needs "
+                        "the [parquet] extra, pyarrow) once the .npy is complete")
     add_backend_options(p)
     p.add_argument("--field", help="JSON lines: the text's key (dotted paths allowed: a.b.0)")
     p.add_argument("--column", help="CSV: the text's column (by header name)")
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines import embed_file
 
     fmt = _format(args)
+    parquet = _parquet_paths(args)
     params = {} if args.dimensions is None else {"dimensions": args.dimensions}
     command = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
     ai = backend_from_args(args)
@@ -95,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
         ai.close()
     data = summary.as_dict()
     data.pop("extra", None)
+    if parquet and not summary.interrupted:
+        from ..pipelines.parquet import write_parquet
+
+        write_parquet(args.output, parquet, source=args.input)
+        data["parquet"] = parquet
     if args.json:
         print(json.dumps(data, sort_keys=True))
     else:
@@ -104,9 +115,28 @@ def run(args: argparse.Namespace) -> int:
               f"{summary.dropped} dropped) in {summary.seconds:.1f}s, "
               f"{summary.rows_per_s:.0f} rows/s; {tokens} tokens, {summary.requests} requests, "
               f"{summary.retries} retries, {summary.rate_limited} 429s, "
-              f"{summary.breaker_trips} breaker trips -> {summary.output}")
+              f"{summary.breaker_trips} breaker trips -> {summary.output}"
+              f"{' and ' + data['parquet'] if data.get('parquet') else ''}")
     if summary.interrupted:
         print("ipfs-accel embed: interrupted; run the same command again to resume",
               file=sys.stderr)
         return EXIT["interrupted"]
     return EXIT["ok"]
+
+
+def _parquet_paths(args: argparse.Namespace) -> str | None:
+    """With --format parquet: the Parquet path (``args.output`` becomes the .npy beside it),
+    after checking that it can be written; None otherwise."""
+    if args.format != "parquet":
+        return None
+    from ..pipelines.parquet import check_parquet
+
+    if args.input == "-":
+        raise SystemExit("ipfs-accel embed: error: --format parquet needs INPUT to be a file "
+                         "(its text is read again for the text column)")
+    check_parquet()
+    out: str = args.output
+    if out.endswith(".parquet"):
+        args.output = out.removesuffix(".parquet") + ".npy"
+        return out
+    return out.removesuffix(".npy") + ".parquet"

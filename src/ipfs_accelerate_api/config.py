@@ -221,21 +221,26 @@ class Credentials:
     keys: tuple[Secret, ...] = field(default=())
     base_url: str | None = None
     source: str = "none"
+    #: Where each key came from: ``"argument"``, the environment variable's name, or the
+    #: credentials file's path (one per key, in order).
+    origins: tuple[str, ...] = field(default=())
 
 
-def _env_keys(prefix: str, env: Mapping[str, str]) -> list[str]:
+def _env_keys(prefix: str, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(key, the variable it came from) for ``prefix``: ``<P>_API_KEYS`` (comma-separated),
+    else ``<P>_API_KEY_1..N``, else ``<P>_API_KEY``."""
     many = env.get(f"{prefix}_API_KEYS", "")
     if many.strip():
-        return [k.strip() for k in many.split(",") if k.strip()]
+        return [(k.strip(), f"{prefix}_API_KEYS") for k in many.split(",") if k.strip()]
     numbered = []
     i = 1
     while env.get(f"{prefix}_API_KEY_{i}", "").strip():
-        numbered.append(env[f"{prefix}_API_KEY_{i}"].strip())
+        numbered.append((env[f"{prefix}_API_KEY_{i}"].strip(), f"{prefix}_API_KEY_{i}"))
         i += 1
     if numbered:
         return numbered
     single = env.get(f"{prefix}_API_KEY", "").strip()
-    return [single] if single else []
+    return [(single, f"{prefix}_API_KEY")] if single else []
 
 
 def _file_entry(name: str, env: Mapping[str, str]) -> tuple[list[str], str | None, str] | None:
@@ -282,22 +287,26 @@ def resolve_credentials(
     env = os.environ if env is None else env
     prefixes = (env_prefix,) if isinstance(env_prefix, str) else tuple(env_prefix)
     raw: list[str] = []
+    origins: list[str] = []
     base_url = None
     source = "none"
     if api_keys:
         raw, source = [str(k) for k in api_keys], "arguments"
+        origins = ["argument"] * len(raw)
     elif api_key:
-        raw, source = [str(api_key)], "arguments"
+        raw, source, origins = [str(api_key)], "arguments", ["argument"]
     else:
         for prefix in prefixes:
-            raw = _env_keys(prefix, env)
-            if raw:
+            pairs = _env_keys(prefix, env)
+            if pairs:
+                raw, origins = [k for k, _ in pairs], [v for _, v in pairs]
                 source = "environment"
                 break
         else:
             found = _file_entry(name, env)
             if found:
                 raw, base_url, source = found
+                origins = [source] * len(raw)
     if not raw and required:
         first = prefixes[0]
         others = "".join(f" or {p}_API_KEY" for p in prefixes[1:])
@@ -307,4 +316,4 @@ def resolve_credentials(
             f"or add it to {DEFAULT_CREDENTIALS_FILE}"
         )
     keys = tuple(Secret(k, f"{name}-key-{i + 1}") for i, k in enumerate(raw))
-    return Credentials(keys=keys, base_url=base_url, source=source)
+    return Credentials(keys=keys, base_url=base_url, source=source, origins=tuple(origins))

@@ -423,3 +423,10 @@ def test_write_parquet_in_row_groups_and_refusing_a_changed_source(index, corpus
         write_parquet(index, str(tmp_path / "changed.parquet"), source=corpus[0])
     assert not os.path.exists(tmp_path / "changed.parquet")
     assert not os.path.exists(tmp_path / "changed.parquet.tmp")
+
+
+def test_search_without_backend_uses_the_one_that_made_the_file(cli, index):
+    with_it = cli("search", index, "-q", "alpha bravo", "-k", "3", "--backend", "tei", "--json")
+    without = cli("search", index, "-q", "alpha bravo", "-k", "3", "--json")
+    assert without.rc == 0, without
+    assert json.loads(without.stdout)["results"] == json.loads(with_it.stdout)["results"]

@@ -18,12 +18,14 @@ __all__ = ["EXIT", "add_backend_options", "backend_from_args", "main"]
 EXIT = {"ok": 0, "failed": 1, "usage": 2, "config": 3, "unavailable": 4, "interrupted": 130}
 
 
-def add_backend_options(p: argparse.ArgumentParser, *, model_required: bool = False) -> None:
+def add_backend_options(p: argparse.ArgumentParser, *, model_required: bool = False,
+                        backend_required: bool = True) -> None:
     """The options every command that talks to a service takes."""
     from ..backends import BACKENDS
 
-    p.add_argument("--backend", required=True, metavar="NAME",
-                   help=f"the service: {', '.join(sorted(BACKENDS))}")
+    p.add_argument("--backend", required=backend_required, metavar="NAME",
+                   help=f"the service: {', '.join(sorted(BACKENDS))}"
+                        + ("" if backend_required else " (default: the one that made the file)"))
     p.add_argument("--model", required=model_required, help="the model to use")
     p.add_argument("--base-url", help="the service's URL (default: its usual local one, or "
                                       "its *_API_URL / *_BASE_URL environment variable)")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import re
 from typing import Any
 
-from ..config import Secret, resolve_credentials
+from ..config import resolve_credentials
 
 __all__ = ["add", "backend_class", "mask", "run"]
 
@@ -49,32 +48,12 @@ def _prefixes(cls: type) -> tuple[str, ...]:
     return (p,) if isinstance(p, str) else tuple(p)
 
 
-def _env_origins(prefixes: tuple[str, ...], keys: tuple[Secret, ...]) -> list[str]:
-    """The variable each key came from, in the order ``resolve_credentials`` reads them
-    (``<P>_API_KEYS``, then ``<P>_API_KEY_1..N``, then ``<P>_API_KEY``)."""
-    env = os.environ
-    for p in prefixes:
-        if env.get(f"{p}_API_KEYS", "").strip():
-            return [f"{p}_API_KEYS"] * len(keys)
-        numbered: list[str] = []
-        while env.get(f"{p}_API_KEY_{len(numbered) + 1}", "").strip():
-            numbered.append(f"{p}_API_KEY_{len(numbered) + 1}")
-        if numbered:
-            return numbered
-        if env.get(f"{p}_API_KEY", "").strip():
-            return [f"{p}_API_KEY"]
-    return ["environment"] * len(keys)
-
-
 def describe(name: str) -> dict[str, Any]:
     """One backend's configured keys, masked, each with its origin."""
     cls = backend_class(name)
     prefixes = _prefixes(cls)
     creds = resolve_credentials(cls.name, prefixes, required=False)  # type: ignore[attr-defined]
-    if creds.source == "environment":
-        origins = _env_origins(prefixes, creds.keys)
-    else:  # a credentials file's path ("arguments" cannot happen here: none are passed)
-        origins = [creds.source] * len(creds.keys)
+    origins = creds.origins
     return {
         "backend": cls.name,  # type: ignore[attr-defined]
         "required": bool(cls.requires_key),  # type: ignore[attr-defined]

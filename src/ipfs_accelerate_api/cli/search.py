@@ -38,7 +38,7 @@ def add(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("-k", type=int, default=10, help="rows per query (default 10)")
     p.add_argument("--text", metavar="INPUT",
                    help="the file that was embedded: print each row's record beside it")
-    add_backend_options(p)
+    add_backend_options(p, backend_required=False)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 
@@ -70,6 +70,8 @@ def _check_agrees(args: argparse.Namespace, meta: dict[str, Any]) -> None:
     from .keys import backend_class
 
     made_by = meta["backend"]
+    if args.backend is None:
+        args.backend = made_by
     if backend_class(args.backend).name != made_by:  # type: ignore[attr-defined]
         raise SearchError(f"the vectors were made by {made_by} (sidecar); --backend "
                           f"{args.backend} would embed the queries differently")

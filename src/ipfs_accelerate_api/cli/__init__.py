@@ -76,12 +76,12 @@ def _exit_code(exc: BaseException) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import embed, emulate
+    from . import demo, embed, emulate
 
     parser = argparse.ArgumentParser(prog="ipfs-accel", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (embed, emulate):
+    for module in (embed, emulate, demo):
         module.add(sub)
     return parser
 

@@ -133,8 +133,10 @@ class _Demo:
                            for s in CHAT_SERVICES if s.rpm and s.tpm)
         local = ", ".join(f"{s.name} {s.capacity} at a time (local)"
                           for s in CHAT_SERVICES if s.capacity)
+        from ..core import IMPLEMENTATION
+
         self.say(f"emulator: {emu.root_url}, in this process; {FAULT_RATE:.0%} of requests to "
-                 f"each service fail ({', '.join(FAULT_KINDS)})")
+                 f"each service fail ({', '.join(FAULT_KINDS)}); core: {IMPLEMENTATION}")
         self.say(f"  limits: tei batches of <= {TEI_BATCH}, {TEI_CAPACITY} at a time (429 "
                  f"beyond); {local}")
         self.say(f"  quotas per key ({KEYS_PER_PROVIDER} test keys each): {quotas}")

@@ -27,19 +27,7 @@ credentials file from the environment is ever read.
 
 from __future__ import annotations
 
-import gzip
-from importlib import resources
-
+from ._corpus import CORPUS, corpus_lines
 from ._run import FULL, QUICK, DemoPlan, DemoResult, run_demo
 
-__all__ = ["CORPUS", "DemoPlan", "DemoResult", "FULL", "QUICK", "corpus_lines", "run_demo"]
-
-#: The bundled corpus: a file of this package, gzip-compressed UTF-8, one text a line.
-CORPUS = "corpus.txt.gz"
-
-
-def corpus_lines(n: int | None = None) -> list[str]:
-    """The first ``n`` lines of the bundled corpus (all 20,000 when ``None``)."""
-    data = resources.files(__name__).joinpath(CORPUS).read_bytes()
-    lines = gzip.decompress(data).decode("utf-8").splitlines()
-    return lines if n is None else lines[:n]
+__all__ = ["CORPUS", "FULL", "QUICK", "DemoPlan", "DemoResult", "corpus_lines", "run_demo"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 __all__ = ["ANSWERED", "Ledger", "table"]
 
@@ -25,7 +26,7 @@ class Ledger:
         self.sent: Counter[str] = Counter()
         self.outcomes: dict[str, Counter[tuple[str, bool]]] = {}
         self.first_unexpected: dict[str, str] = {}
-        self._futures: list[Future] = []
+        self._futures: list[Future[Any]] = []
 
     def _record(self, backend: str, exc: BaseException | None,
                 expected: tuple[type[BaseException], ...]) -> None:
@@ -38,8 +39,8 @@ class Ledger:
             if not key[1]:
                 self.first_unexpected.setdefault(key[0], f"{backend}: {exc}")
 
-    def watch(self, backend: str, future: Future,
-              expected: tuple[type[BaseException], ...] = ()) -> Future:
+    def watch(self, backend: str, future: Future[Any],
+              expected: tuple[type[BaseException], ...] = ()) -> Future[Any]:
         """Count ``future`` as one request to ``backend``; its outcome is recorded when done."""
         with self._lock:
             self.sent[backend] += 1
@@ -55,7 +56,7 @@ class Ledger:
             self.sent[backend] += 1
         try:
             result = fn()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every outcome is counted, none raised
             self._record(backend, exc, expected)
             return None, exc
         self._record(backend, None, expected)

@@ -14,7 +14,7 @@ import gzip
 import io
 import os
 import random
-from typing import Callable
+from collections.abc import Callable
 
 LINES = 20_000
 SEED = 20_240_601

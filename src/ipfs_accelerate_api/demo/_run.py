@@ -7,15 +7,21 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO, cast
 
 import numpy as np
 
-from .._enums import Priority
+from ..backends import backend
 from ..config import BreakerPolicy, RetryPolicy
+from ..core import IMPLEMENTATION, BreakerState, Priority, l2_normalize, top_k
+from ..emulator import Emulator, FaultPlan, ServiceConfig
+from ..emulator.tei import TEIService
 from ..errors import CircuitOpenError, ServerError
+from ..pipelines import EmbedSummary, embed_file
+from ._corpus import corpus_lines
 from ._ledger import Ledger, table
 
 __all__ = ["FULL", "QUICK", "DemoPlan", "DemoResult", "run_demo"]
@@ -101,6 +107,8 @@ class _Demo:
         self.problems: list[str] = []
         self.backends: dict[str, Any] = {}
         self.models: dict[str, str] = {}
+        self.embed_summary = EmbedSummary()
+        self.rows_written = self.rows_bad = 0
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -112,9 +120,7 @@ class _Demo:
         n = 1 if name == "tei" else KEYS_PER_PROVIDER
         return [f"demo-{name}-key-{i + 1}" for i in range(n)]
 
-    def start_emulator(self, stack: contextlib.ExitStack) -> Any:
-        from ..emulator import Emulator, FaultPlan, ServiceConfig
-
+    def start_emulator(self, stack: contextlib.ExitStack) -> Emulator:
         def faults(i: int) -> FaultPlan:
             return FaultPlan(rate=FAULT_RATE, kinds=FAULT_KINDS, seed=SEED + i)
 
@@ -126,15 +132,13 @@ class _Demo:
                 keys=self.keys(svc.name), faults=faults(i),
                 stream_delay=STREAM_DELAY if svc.name == STREAMED else 0.0)
         emu = Emulator(configs, seed=SEED)
-        emu.services["tei"].max_client_batch_size = TEI_BATCH
+        cast(TEIService, emu.services["tei"]).max_client_batch_size = TEI_BATCH
         emu.start()
         stack.callback(emu.stop)
         quotas = ", ".join(f"{s.name} {s.rpm:,.0f} rpm {s.tpm / 1000:,.0f}k tpm"
                            for s in CHAT_SERVICES if s.rpm and s.tpm)
         local = ", ".join(f"{s.name} {s.capacity} at a time (local)"
                           for s in CHAT_SERVICES if s.capacity)
-        from ..core import IMPLEMENTATION
-
         self.say(f"emulator: {emu.root_url}, in this process; {FAULT_RATE:.0%} of requests to "
                  f"each service fail ({', '.join(FAULT_KINDS)}); core: {IMPLEMENTATION}")
         self.say(f"  limits: tei batches of <= {TEI_BATCH}, {TEI_CAPACITY} at a time (429 "
@@ -142,16 +146,14 @@ class _Demo:
         self.say(f"  quotas per key ({KEYS_PER_PROVIDER} test keys each): {quotas}")
         return emu
 
-    def open_backends(self, emu: Any, stack: contextlib.ExitStack) -> None:
-        from ..backends import backend
-
+    def open_backends(self, emu: Emulator, stack: contextlib.ExitStack) -> None:
         breaker = BreakerPolicy(failure_threshold=BREAKER_THRESHOLD,
                                 recovery_timeout=self.plan.recovery)
         tei = backend("tei", base_url=emu.base_url("tei"), api_keys=self.keys("tei"),
                       max_concurrency=TEI_CAPACITY, retry=RETRY, breaker=breaker)
         stack.callback(tei.close)
         self.backends["tei"] = tei
-        self.models["tei"] = emu.services["tei"].model_id
+        self.models["tei"] = cast(TEIService, emu.services["tei"]).model_id
         for svc in CHAT_SERVICES:
             ai = backend(svc.name, base_url=emu.base_url(svc.name), api_keys=self.keys(svc.name),
                          rpm=svc.rpm, tpm=svc.tpm, max_concurrency=4, retry=RETRY,
@@ -161,9 +163,7 @@ class _Demo:
             self.models[svc.name] = svc.model
 
     # -- 1. embedding ------------------------------------------------------------------------
-    def embed(self, workdir: str) -> tuple[str, list[str], Any]:
-        from ..pipelines import embed_file
-        from . import corpus_lines
+    def embed(self, workdir: str) -> tuple[str, list[str]]:
 
         lines = corpus_lines(self.plan.rows)
         source = os.path.join(workdir, "corpus.txt")
@@ -190,7 +190,7 @@ class _Demo:
                  f"{summary.rate_limited} 429s seen, {summary.breaker_trips} breaker trips")
         self.embed_summary = summary
         self.check_rows(target, len(lines))
-        return target, lines, summary
+        return target, lines
 
     def check_rows(self, path: str, expected: int) -> None:
         matrix = np.load(path, mmap_mode="r")
@@ -209,9 +209,9 @@ class _Demo:
         return [{"role": "system", "content": SYSTEM},
                 {"role": "user", "content": f"{TASKS[i % len(TASKS)]}: {text}"}]
 
-    def chat(self, lines: list[str], emu: Any) -> None:
-        waits: dict[int, list[float]] = {p: [] for p in Priority}
-        futures: list[Future] = []
+    def chat(self, lines: list[str], emu: Emulator) -> None:
+        waits: dict[Priority, list[float]] = {p: [] for p in Priority}
+        futures: list[Future[Any]] = []
         counts = {p: 0 for p in Priority}
         t0 = time.monotonic()
         for i in range(self.plan.chats):
@@ -275,10 +275,7 @@ class _Demo:
             self.say(f"  (FAILED: {type(exc).__name__}: {exc})")
 
     # -- 3. outage ---------------------------------------------------------------------------
-    def outage(self, emu: Any, lines: list[str]) -> None:
-        from ..core import BreakerState
-        from ..emulator import FaultPlan
-
+    def outage(self, emu: Emulator, lines: list[str]) -> None:
         ai, name = self.backends[OUTAGE], OUTAGE
         model = self.models[OUTAGE]
         expected = (ServerError, CircuitOpenError)
@@ -289,7 +286,7 @@ class _Demo:
                                                           max_tokens=MAX_TOKENS), expected)
 
         def state() -> BreakerState:
-            return ai.engine.breaker.state
+            return cast(BreakerState, ai.engine.breaker.state)
 
         # 1/3: every request answered 503, until the breaker opens.
         emu.config(name).faults = FaultPlan(rate=1.0, kinds=("503",))
@@ -354,8 +351,6 @@ class _Demo:
 
     # -- 4. search ---------------------------------------------------------------------------
     def search(self, path: str, lines: list[str]) -> None:
-        from ..core import l2_normalize, top_k
-
         row = len(lines) * 7 // 10
         query = lines[row]
         vec, exc = self.ledger.call("tei", lambda: self.backends["tei"].embed(
@@ -422,7 +417,7 @@ class _Demo:
         if tei_errors:
             self.problems.append(f"tei: embedding requests failed: {tei_errors}")
         failed = "".join(f" + {n} {cls}" for cls, n in sorted(expected.items()))
-        self.say(f"check: the demo's {sent} chat and search requests = {answered} answered"
+        self.say(f"check: the demo's {sent} chat, stream and search requests = {answered} answered"
                  f"{failed}{' (the outage: expected)' if failed else ''} + "
                  f"{sum(unexpected.values())} other failures + {unfinished} unfinished")
         summary = self.embed_summary
@@ -457,7 +452,7 @@ def run_demo(*, quick: bool = False, plan: DemoPlan | None = None, keep: str | N
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="ipfs-accel-demo-"))
         emu = demo.start_emulator(stack)
         demo.open_backends(emu, stack)
-        path, lines, _ = demo.embed(workdir)
+        path, lines = demo.embed(workdir)
         demo.chat(lines, emu)
         demo.outage(emu, lines)
         demo.search(path, lines)

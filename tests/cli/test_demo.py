@@ -194,7 +194,7 @@ def test_table_lines_up() -> None:
 
 def test_run_demo_in_process_accounts_for_everything() -> None:
     out = io.StringIO()
-    plan = DemoPlan(rows=64, chats=2, fast_fail=2, after=1, recovery=0.2)
+    plan = DemoPlan(rows=64, chats=2, fast_fail=2, after=1, recovery=0.5)
     result = run_demo(plan=plan, out=out)
     assert result.ok, out.getvalue()
     assert result.rows == 64 and result.problems == [] and result.output is None

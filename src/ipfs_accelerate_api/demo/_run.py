@@ -83,7 +83,7 @@ class DemoPlan:
 
 
 FULL = DemoPlan(rows=20_000, chats=60, fast_fail=20, after=10, recovery=1.0)
-QUICK = DemoPlan(rows=1_000, chats=8, fast_fail=5, after=3, recovery=0.3)
+QUICK = DemoPlan(rows=1_000, chats=8, fast_fail=5, after=3, recovery=0.5)
 
 
 @dataclass

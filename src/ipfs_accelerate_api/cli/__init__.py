@@ -78,12 +78,12 @@ def _exit_code(exc: BaseException) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import bench, chat, embed, emulate, keys, search
+    from . import bench, chat, demo, embed, emulate, keys, search
 
     parser = argparse.ArgumentParser(prog="ipfs-accel", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (embed, search, chat, keys, emulate, bench):
+    for module in (demo, embed, search, chat, keys, emulate, bench):
         module.add(sub)
     return parser
 

@@ -430,3 +430,18 @@ def test_search_without_backend_uses_the_one_that_made_the_file(cli, index):
     without = cli("search", index, "-q", "alpha bravo", "-k", "3", "--json")
     assert without.rc == 0, without
     assert json.loads(without.stdout)["results"] == json.loads(with_it.stdout)["results"]
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path):
+    """``ipfs-accel ... | head -0``: exit 141 (128 + SIGPIPE), nothing on stderr."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "ipfs_accelerate_api.cli", "keys"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    proc.stdout.close()  # the reader is gone before anything is written
+    stderr = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert stderr == b""

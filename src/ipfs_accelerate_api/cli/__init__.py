@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 __all__ = ["EXIT", "add_backend_options", "backend_from_args", "main"]
 
-EXIT = {"ok": 0, "failed": 1, "usage": 2, "config": 3, "unavailable": 4, "interrupted": 130}
+EXIT = {"ok": 0, "failed": 1, "usage": 2, "config": 3, "unavailable": 4, "interrupted": 130,
+        "broken_pipe": 141}  # 141 = 128 + SIGPIPE, what a shell reports for `cmd | head`
 
 
 def add_backend_options(p: argparse.ArgumentParser, *, model_required: bool = False,
@@ -92,10 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # a usage error exits 2 here, argparse's own way
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so a reader that left is met below, not at exit
+        return code
     except KeyboardInterrupt:
         print("ipfs-accel: interrupted", file=sys.stderr)
         return EXIT["interrupted"]
+    except BrokenPipeError:  # `ipfs-accel ... | head`: the reader left; stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return EXIT["broken_pipe"]
     except Exception as exc:  # one line, unless --debug
         if args.debug:
             traceback.print_exc()

@@ -21,10 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -93,10 +92,16 @@ class _Flow:
         self._max = self._limit = max(1, limit)
         self._seen_429 = self._engine.rate_limited
         self._streak = 0
-        self._done: queue.SimpleQueue[tuple[int, list[str], int, int, Future]] = queue.SimpleQueue()
-        self.outstanding = 0
+        #: each batch in flight -> (its first row, its texts, its tokens, times resent). The
+        #: futures themselves are the state: an interrupt (Ctrl-C) at any point leaves no
+        #: count out of step with them, so a drain never waits for a batch that is gone.
+        self._pending: dict[Future, tuple[int, list[str], int, int]] = {}
         self.error: BaseException | None = None
         self.estimated_tokens = 0
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
 
     def submit(self, start: int, texts: list[str], tokens: int) -> Iterator[tuple[int, np.ndarray]]:
         """Send one batch (rows ``start..``), first handing back finished ones while the
@@ -111,8 +116,7 @@ class _Flow:
 
     def _send(self, start: int, texts: list[str], tokens: int, resends: int) -> None:
         fut = self._backend.submit_embed_request(texts, model=self._model, **self._params)
-        self.outstanding += 1
-        fut.add_done_callback(lambda f: self._done.put((start, texts, tokens, resends, f)))
+        self._pending[fut] = (start, texts, tokens, resends)
 
     def _adapt(self) -> None:
         seen = self._engine.rate_limited
@@ -128,13 +132,14 @@ class _Flow:
     def _take(self, block: bool) -> Iterator[tuple[int, np.ndarray]]:
         from ..errors import RateLimitError
 
-        while self.outstanding:
-            try:
-                start, texts, tokens, resends, fut = self._done.get(block=block)
-            except queue.Empty:
+        while self._pending:
+            done, _ = wait(list(self._pending), timeout=None if block else 0,
+                           return_when=FIRST_COMPLETED)
+            if not done:
                 return
-            self.outstanding -= 1
             block = False
+            fut = next(iter(done))
+            start, texts, tokens, resends = self._pending.pop(fut)
             self._adapt()
             exc = fut.exception()
             if isinstance(exc, RateLimitError) and resends < self.RESENDS and self.error is None:

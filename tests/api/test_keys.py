@@ -454,3 +454,65 @@ def test_stats_before_any_request(clock) -> None:
         "requests": 0, "succeeded": 0, "errors": 0, "tokens": 0, "in_flight": 0,
         "last_used": None, "cooling_down_for": 0.0, "cooldowns": 0, "disabled": None,
         "limiter_waits": 0}}
+
+
+# -- readiness, for callers that choose where to send (the Router) -------------------------
+def test_ready_in_says_when_a_key_could_be_had_without_taking_one(clock) -> None:
+    pool = KeyPool(secrets(2), rpm=60, clock=clock)  # one a second, a burst of one each
+    assert pool.ready_in() == 0.0
+    a, b = take(pool), take(pool)
+    pool.release(a, ok=True)
+    pool.release(b, ok=True)
+    assert pool.ready_in() == pytest.approx(1.0)  # both buckets empty: a second
+    clock.advance(0.25)
+    assert pool.ready_in() == pytest.approx(0.75)
+    assert pool.ready_in() == pytest.approx(0.75)  # asking took nothing
+    pool.cooldown(a, 5.0)
+    clock.advance(0.75)
+    assert pool.ready_in() == 0.0  # b has room again; a is cooling
+    take(pool)
+    assert pool.ready_in() == pytest.approx(1.0)  # b spent, a cooling for 4.25 more
+    pool.disable(a, "401")
+    pool.disable(b, "401")
+    assert pool.ready_in() == float("inf")
+
+
+def test_ready_in_counts_the_tokens_a_request_needs(clock) -> None:
+    pool = KeyPool(secrets(1), tpm=6000, clock=clock)  # 100 a second, a burst of 100
+    assert pool.ready_in(est_tokens=50) == 0.0
+    pool.release(take(pool, 80), ok=True, est_tokens=80, used_tokens=80)
+    assert pool.ready_in(est_tokens=50) == pytest.approx(0.3)  # 20 left, 30 short
+
+
+def test_engine_ready_in_waits_for_an_open_breaker(on_clock, clock) -> None:
+    from ipfs_accelerate_api import BreakerPolicy
+
+    e = on_clock(breaker=BreakerPolicy(failure_threshold=1, recovery_timeout=10))
+
+    def fail(attempt):
+        raise ServerError("down", status=503)
+
+    with pytest.raises(ServerError):
+        e.call(fail)
+    assert 9.0 < e.ready_in() <= 10.0  # the breaker keeps its own (real) clock
+    assert e.outstanding == 0
+
+
+def test_usage_is_counted_per_model_and_key(make, emu) -> None:
+    ai = make(api_keys=["sk-usage-a", "sk-usage-b"])
+    seen = []
+    ai2 = make(on_request_end=seen.append)
+    msg = [{"role": "user", "content": "hi"}]
+    for _ in range(2):
+        ai.chat(msg, model="gpt-4o-mini")
+    ai.chat(msg, model="gpt-4o")
+    ai.embed(["x", "y"], model="text-embedding-3-small")
+    usage = ai.stats()["usage"]
+    assert set(usage) == {"gpt-4o-mini", "gpt-4o", "text-embedding-3-small"}
+    assert {k: v["requests"] for k, v in usage["gpt-4o-mini"].items()} == \
+        {"openai-key-1": 1, "openai-key-2": 1}  # round robin
+    row = next(iter(usage["gpt-4o"].values()))
+    assert row["succeeded"] == 1 and row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
+    assert sum(v["prompt_tokens"] for v in usage["text-embedding-3-small"].values()) > 0
+    ai2.chat(msg, model="gpt-4o-mini")
+    assert seen[-1].model == "gpt-4o-mini"

@@ -67,6 +67,9 @@ class Plan:
 
     operation: Callable[[Attempt], Any]
     est_tokens: float = 0.0
+    #: The model asked for (usage and cost are counted per model); set from the call's
+    #: ``model=`` when the planner leaves it None.
+    model: str | None = None
 
 
 def estimate_tokens(text: str) -> int:
@@ -654,7 +657,10 @@ class Backend:
             raise UnsupportedOperation(f"{self.name} has no operation {method!r}")
         if "model" in kwargs:
             check_model(kwargs["model"])
-        return planner(*args, **kwargs)  # type: ignore[no-any-return]
+        plan: Plan = planner(*args, **kwargs)
+        if plan.model is None and isinstance(kwargs.get("model"), str):
+            plan.model = kwargs["model"]
+        return plan
 
     def submit(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Future:
         """Start ``method`` without waiting; the future holds its result or error."""
@@ -663,7 +669,7 @@ class Backend:
             return getattr(self, f"_submit_{method}")(*args, priority=priority, **kwargs)
         plan = self._plan(method, args, kwargs)
         return self._engine.submit(plan.operation, op_name=method, priority=priority,
-                                   est_tokens=plan.est_tokens)
+                                   est_tokens=plan.est_tokens, model=plan.model)
 
     def _run(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Any:
         """The synchronous form: runs in the caller's thread when the engine is idle."""
@@ -673,7 +679,7 @@ class Backend:
                                                       **kwargs).result()
         plan = self._plan(method, args, kwargs)
         return self._engine.call(plan.operation, op_name=method, priority=priority,
-                                 est_tokens=plan.est_tokens)
+                                 est_tokens=plan.est_tokens, model=plan.model)
 
     async def _arun(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.wrap_future(self.submit(method, *args, **kwargs))
@@ -753,7 +759,7 @@ class Backend:
         def send(merged: Any, prio: int) -> Future:
             p = plan(merged)
             return self._engine.submit(p.operation, op_name=op_name, priority=prio,
-                                       est_tokens=p.est_tokens)
+                                       est_tokens=p.est_tokens, model=p.model)
 
         def send_direct(prio: int) -> Future:
             return self._send_plan(op_name, direct(payload), prio, sync)
@@ -782,11 +788,11 @@ class Backend:
         the caller's thread, no hand-off to a worker, its outcome in a done future."""
         if not sync:
             return self._engine.submit(plan.operation, op_name=op_name, priority=priority,
-                                       est_tokens=plan.est_tokens)
+                                       est_tokens=plan.est_tokens, model=plan.model)
         fut: Future = Future()
         try:
             fut.set_result(self._engine.call(plan.operation, op_name=op_name, priority=priority,
-                                             est_tokens=plan.est_tokens))
+                                             est_tokens=plan.est_tokens, model=plan.model))
         except BaseException as exc:
             fut.set_exception(exc)
         return fut
@@ -805,7 +811,9 @@ class Backend:
         max_items, max_tokens = self._embed_limits()
 
         def plan(batch: list[str]) -> Plan:
-            return self._plan_embed(batch, model=model, **params)
+            p = self._plan_embed(batch, model=model, **params)
+            p.model = p.model or model
+            return p
 
         lengths = self._embed_token_counts(texts)
         tokens = sum(lengths)
@@ -839,8 +847,9 @@ class Backend:
         texts = _check_texts(list(texts))
         if model is not None or self.model_required:
             check_model(model)
-        return self._send_plan("embed", self._plan_embed(texts, model=model, **params),
-                               priority, False)
+        plan = self._plan_embed(texts, model=model, **params)
+        plan.model = plan.model or model
+        return self._send_plan("embed", plan, priority, False)
 
     def _embed_limits(self) -> tuple[int, int]:
         """(items, tokens) one embedding request may carry; a server that reports its own

@@ -206,6 +206,7 @@ class _Call:
     in_attempt: bool = False
     expiry_armed: bool = False
     slot_handed: bool = False  # a stream took the concurrency slot with it
+    model: str | None = None  # for usage and cost per model (the caller's, as given)
 
 
 class _Scheduler:
@@ -339,18 +340,19 @@ class Engine:
     # -- intake ---------------------------------------------------------------------------
     def submit(self, operation: Callable[[Attempt], Any], *, op_name: str = "call",
                priority: int = Priority.NORMAL, est_tokens: float = 0.0,
-               deadline: float | None = None) -> Future:
+               deadline: float | None = None, model: str | None = None) -> Future:
         """Queue ``operation``; the returned future resolves to its value or its error.
 
         ``deadline`` (seconds from now; default ``RetryPolicy.deadline``) bounds the whole
-        call: queueing, attempts and the waits between them."""
+        call: queueing, attempts and the waits between them. ``model`` is recorded with the
+        request (its usage is counted per model and key)."""
         if self._closed:
             raise ClientClosed(f"{self.name}: backend is closed")
         check_priority(priority)
         now = self._clock()
         limit = deadline if deadline is not None else self.retry.deadline
         call = _Call(operation, op_name, int(priority), float(est_tokens), Future(), now,
-                     None if limit is None else now + limit)
+                     None if limit is None else now + limit, model=model)
         self._ensure_workers()
         self._tracker.submit()
         self._arm_expiry(call)
@@ -364,7 +366,7 @@ class Engine:
 
     def call(self, operation: Callable[[Attempt], Any], *, op_name: str = "call",
              priority: int = Priority.NORMAL, est_tokens: float = 0.0,
-             deadline: float | None = None) -> Any:
+             deadline: float | None = None, model: str | None = None) -> Any:
         """Run ``operation`` and wait for its value (raising its error).
 
         When nothing is queued and a concurrency slot is free, the first attempt runs right in
@@ -377,8 +379,8 @@ class Engine:
         if self._queue.empty() and self._slots.try_take():
             now = self._clock()
             limit = deadline if deadline is not None else self.retry.deadline
-            c = _Call(operation, op_name, int(priority), float(est_tokens),
-                      _InlineFuture(), now, None if limit is None else now + limit)  # type: ignore[arg-type]
+            c = _Call(operation, op_name, int(priority), float(est_tokens),  # type: ignore[arg-type]
+                      _InlineFuture(), now, None if limit is None else now + limit, model=model)
             self._tracker.submit()
             try:
                 self._run(c)
@@ -392,7 +394,7 @@ class Engine:
                 self._ensure_workers()  # it was deferred: a worker will pick it up
             return c.future.result()
         return self.submit(operation, op_name=op_name, priority=priority, est_tokens=est_tokens,
-                           deadline=deadline).result()
+                           deadline=deadline, model=model).result()
 
     def _ensure_workers(self) -> None:
         if self._workers:
@@ -600,6 +602,7 @@ class Engine:
             error=None if exc is None else type(exc).__name__, attempts=call.attempts,
             latency=end - started, queue_wait=started - call.submitted,
             prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, key=call.last_key,
+            model=call.model,
         )
         try:
             if exc is None:
@@ -647,6 +650,23 @@ class Engine:
     def max_concurrency(self) -> int:
         """Requests in flight at most (streams included)."""
         return self._max_concurrency
+
+    @property
+    def outstanding(self) -> int:
+        """Requests submitted and not finished yet: queued, running or waiting to retry."""
+        t = self._tracker
+        return t.submitted - t.succeeded - t.failed
+
+    def ready_in(self, est_tokens: float = 0.0) -> float:
+        """Seconds until a request could start (0: now): the breaker's open time left, or
+        until a key is out of its cooldown and its limits have room (``inf``: every key is
+        disabled). Nothing is taken: this is for a caller choosing where to send (a
+        Router)."""
+        wait = float(self._breaker.retry_after())
+        ready = getattr(self._keys, "ready_in", None)
+        if ready is not None:
+            wait = max(wait, float(ready(est_tokens)))
+        return wait
 
     @property
     def rate_limited(self) -> int:

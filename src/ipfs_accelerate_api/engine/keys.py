@@ -196,6 +196,26 @@ class KeyPool:
         with self._lock:
             key.disabled = reason
 
+    def ready_in(self, est_tokens: float = 0.0) -> float:
+        """Seconds until :meth:`acquire` could give a key (0: now; ``inf``: every key is
+        disabled), taking nothing."""
+        now = self._clock()
+        best = float("inf")
+        with self._lock:
+            for k in self._keys:
+                if k.disabled is not None:
+                    continue
+                wait = max(0.0, k.cooldown_until - now)
+                for bucket, cost in ((k.requests_bucket, 1.0), (k.tokens_bucket, est_tokens)):
+                    if bucket is not None and cost > 0:
+                        short = min(cost, bucket.capacity) - bucket.available()
+                        if short > 0:
+                            wait = max(wait, short / bucket.rate)
+                best = min(best, wait)
+                if best == 0.0:
+                    break
+        return best
+
     def available(self) -> int:
         with self._lock:
             return sum(1 for k in self._keys if k.disabled is None)

@@ -64,6 +64,17 @@ class RequestRecord:
     prompt_tokens: int
     completion_tokens: int
     key: str | None
+    model: str | None = None
+
+
+def _usage_table(usage: dict[tuple[str | None, str | None], list[int]]) -> dict[str, Any]:
+    """``{model: {key: {requests, succeeded, prompt_tokens, completion_tokens}}}`` (a model
+    or key that was not named: ``"-"``)."""
+    out: dict[str, Any] = {}
+    for (model, key), (n, ok, p, c) in usage.items():
+        out.setdefault(model or "-", {})[key or "-"] = {
+            "requests": n, "succeeded": ok, "prompt_tokens": p, "completion_tokens": c}
+    return out
 
 
 class Tracker:
@@ -75,6 +86,8 @@ class Tracker:
         self.rate_limited = 0  # 429 answers seen, whether the request was retried or not
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
+        #: (model, key label) -> [requests, succeeded, prompt tokens, completion tokens]
+        self.usage: dict[tuple[str | None, str | None], list[int]] = {}
         self.latency = Histogram()
         self.queue_wait = Histogram()
         self.limiter_waits = 0
@@ -109,6 +122,13 @@ class Tracker:
                 self.errors[record.error or "Unknown"] += 1
             self.prompt_tokens += record.prompt_tokens
             self.completion_tokens += record.completion_tokens
+            row = self.usage.get((record.model, record.key))
+            if row is None:
+                row = self.usage[(record.model, record.key)] = [0, 0, 0, 0]
+            row[0] += 1
+            row[1] += record.ok
+            row[2] += record.prompt_tokens
+            row[3] += record.completion_tokens
         if self.hook is not None:
             try:
                 self.hook(record)
@@ -126,6 +146,7 @@ class Tracker:
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "errors": dict(self.errors),
+                "usage": _usage_table(self.usage),
                 "latency": self.latency.summary(),
                 "queue_wait": self.queue_wait.summary(),
                 "limiter_waits": self.limiter_waits,

@@ -20,6 +20,7 @@ __all__ = [
     "BreakerPolicy",
     "Priority",
     "RetryPolicy",
+    "Router",
     "Timeouts",
     "__version__",
     "backend",
@@ -35,6 +36,7 @@ from .errors import AcceleratorError
 if TYPE_CHECKING:
     from . import core
     from .backends import backend
+    from .router import Router
 
 
 def __getattr__(name: str) -> Any:
@@ -42,4 +44,6 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(".core", __name__)
     if name == "backend":
         return importlib.import_module(".backends", __name__).backend
+    if name == "Router":
+        return importlib.import_module(".router", __name__).Router
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

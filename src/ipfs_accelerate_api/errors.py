@@ -12,6 +12,7 @@ Everything this package raises on purpose derives from :class:`AcceleratorError`
     ├── CircuitOpenError              the breaker is open; ``retry_after`` says for how long
     ├── InputError       (+ ValueError)    a pipeline's input record is unusable (``line``)
     ├── ResumeConflict                an unfinished run beside the output used other input or options
+    ├── NoDeploymentAvailable         a Router group has no deployment to send to (``retry_after``)
     └── APIError                      anything that came back from (or failed to reach) a service
         ├── APIConnectionError        the request did not get an answer
         │   └── APITimeoutError
@@ -21,6 +22,7 @@ Everything this package raises on purpose derives from :class:`AcceleratorError`
         │       └── StreamTimeoutError  (+ APITimeoutError) a stream bound fired
         └── APIStatusError            an HTTP error status (``status``)
             ├── BadRequestError 400 · AuthenticationError 401 · PermissionDeniedError 403
+            │   └── ContextWindowExceededError  the prompt is longer than the model takes
             ├── NotFoundError 404 · ConflictError 409 · UnprocessableEntityError 422
             ├── RateLimitError 429
             └── ServerError 5xx
@@ -47,7 +49,9 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "ContentFilteredError",
+    "ContextWindowExceededError",
     "InputError",
+    "NoDeploymentAvailable",
     "NotFoundError",
     "PermissionDeniedError",
     "QueueClosed",
@@ -81,6 +85,17 @@ class InputError(AcceleratorError, ValueError):
         super().__init__(message)
         self.line = line
         self.source = source
+
+
+class NoDeploymentAvailable(AcceleratorError):
+    """Every deployment of a Router group (and of its fallbacks) is unavailable: breaker
+    open, keys cooling or disabled, no room in its limits. ``retry_after``: seconds until
+    the first one is expected back (``inf``: none will be)."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0, group: str | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.group = group
 
 
 class ResumeConflict(AcceleratorError):
@@ -203,6 +218,13 @@ class APIStatusError(APIError):
 
 class BadRequestError(APIStatusError):
     """400."""
+
+
+class ContextWindowExceededError(BadRequestError):
+    """The prompt (with the room asked for the reply) is longer than the model's context
+    window; each backend maps its service's own answer to this (OpenAI's
+    ``context_length_exceeded``, Anthropic's "prompt is too long", Gemini's token-count
+    ``INVALID_ARGUMENT``, TGI's input-length 422)."""
 
 
 class AuthenticationError(APIStatusError):

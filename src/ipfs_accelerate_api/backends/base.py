@@ -44,6 +44,7 @@ from ..errors import (
     APITimeoutError,
     ConfigurationError,
     ContentFilteredError,
+    ContextWindowExceededError,
     ResponseFormatError,
     StreamInterrupted,
     StreamTimeoutError,
@@ -319,6 +320,10 @@ class Backend:
     #: Headers every request of this service carries unless the caller's ``headers=`` sets
     #: them (Anthropic's ``anthropic-version``); the key's headers come from ``_auth_headers``.
     default_headers: Mapping[str, str] = {}
+    #: How the service says a prompt is longer than the model takes: error codes, and
+    #: phrases of its message (lower case), for :class:`ContextWindowExceededError`.
+    context_window_codes: frozenset[str] = frozenset()
+    context_window_phrases: tuple[str, ...] = ()
     #: Statuses a request retries at most so many times (TGI: ``{424: 1}``).
     retry_limits: Mapping[int, int] = {}
     default_base_url = ""
@@ -412,7 +417,15 @@ class Backend:
 
     def _error_class(self, status: int, body: Any, code: str | None) -> type[APIStatusError]:
         """The exception class for an error answer; by status, unless a service says more in
-        its body (Google answers a bad key with 400 ``API_KEY_INVALID``)."""
+        its body (Google answers a bad key with 400 ``API_KEY_INVALID``; a prompt longer than
+        the model takes is :class:`ContextWindowExceededError`, by
+        :attr:`context_window_codes` and :attr:`context_window_phrases`)."""
+        if status in (400, 413, 422) and (self.context_window_codes or self.context_window_phrases):
+            if code in self.context_window_codes:
+                return ContextWindowExceededError
+            message = self._error_message(body)[0].lower()
+            if any(p in message for p in self.context_window_phrases):
+                return ContextWindowExceededError
         return status_error_class(status)
 
     def _retry_hint(self, body: Any) -> float | None:

@@ -323,6 +323,7 @@ _EVENTS = frozenset({"message_start", "content_block_start", "content_block_delt
 class ClaudeBackend(Backend):
     name = "claude"
     env_prefix = ("ANTHROPIC", "CLAUDE")
+    context_window_phrases = ("prompt is too long",)
     default_headers = {"anthropic-version": API_VERSION}  # the caller's headers= may override
     default_base_url = "https://api.anthropic.com"
     request_id_header = "request-id"

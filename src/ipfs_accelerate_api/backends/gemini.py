@@ -295,6 +295,7 @@ class _Stream(StreamParser):
 class GeminiBackend(Backend):
     name = "gemini"
     env_prefix = ("GEMINI", "GOOGLE")
+    context_window_phrases = ("exceeds the maximum number of tokens",)
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     embed_max_items = 100  # batchEmbedContents takes at most 100 requests
 

@@ -84,6 +84,8 @@ class OpenAIBackend(Backend):
     #: Seconds the ``x-ratelimit-*-requests`` quota is counted over (per minute; None: the
     #: adapter reads those headers its own way, as Groq's per-day count).
     requests_window: float | None = 60.0
+    context_window_codes = frozenset({"context_length_exceeded"})
+    context_window_phrases = ("maximum context length",)
 
     # -- conventions ----------------------------------------------------------------------
     def _auth_headers(self, key: Secret | None) -> dict[str, str]:

@@ -65,6 +65,8 @@ def _header_count(headers: Mapping[str, str], name: str) -> int | None:
 class TGIBackend(OpenAIBackend):
     name = "tgi"
     env_prefix = ("HF_TGI", "HF")
+    #: "`inputs` tokens + `max_new_tokens` must be <= 2048", and the Messages API's wording
+    context_window_phrases = ("`max_new_tokens` must be <=", "maximum context length")
     default_base_url = DEFAULT_BASE_URL
     requires_key = False
     api_prefix = "/v1"

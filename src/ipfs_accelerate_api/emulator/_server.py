@@ -52,7 +52,8 @@ class FaultPlan:
 
     ``rate`` is the probability that a request gets a fault, drawn from ``kinds`` with a
     generator seeded by ``seed`` (so a run is repeatable). ``script`` lists faults for the
-    first requests in order (``None`` = no fault), before ``rate`` applies.
+    first requests after the plan is set, in order (``None`` = no fault), before ``rate``
+    applies.
     ``timeout_delay`` is how long a ``"timeout"`` fault stalls before answering.
     """
 
@@ -165,7 +166,8 @@ class Service:
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str], list[float]] = {}
         self._rng = random.Random(config.faults.seed)
-        self._count = 0
+        self._fault_count = 0  # requests since the current FaultPlan was set
+        self._fault_plan: FaultPlan | None = None
         self._capacity: tuple[int, threading.BoundedSemaphore] | None = None
         self.record = Record()
 
@@ -269,8 +271,10 @@ class Service:
     def next_fault(self) -> str | None:
         plan = self.config.faults
         with self._lock:
-            n = self._count
-            self._count += 1
+            if plan is not self._fault_plan:  # a new plan's script starts at the next request
+                self._fault_plan, self._fault_count = plan, 0
+            n = self._fault_count
+            self._fault_count += 1
             if n < len(plan.script):
                 return plan.script[n]
             if plan.rate and self._rng.random() < plan.rate:

@@ -297,6 +297,8 @@ def _request_id() -> str:
 
 class ClaudeService(Service):
     name = "claude"
+    #: Tokens a model takes, prompt and ``max_tokens`` together (a test may lower it).
+    context_window = 200_000
     models = MODELS
     routes = (
         Route("POST", r"/v1/messages", "messages", MESSAGES),
@@ -371,6 +373,11 @@ class ClaudeService(Service):
         self._begin(req)
         body = req.data
         _check_turns(body["messages"])
+        prompt_tokens = input_tokens(body)
+        if prompt_tokens + body["max_tokens"] > self.context_window:
+            return self.error(400, f"prompt is too long: {prompt_tokens + body['max_tokens']} "
+                                   f"tokens > {self.context_window} maximum",
+                              "invalid_request_error")
         reply = _Reply(body, self.seed)
         message = {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
                    "model": body["model"], "content": reply.content,

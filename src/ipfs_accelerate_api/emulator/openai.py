@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from itertools import chain, zip_longest
+from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import _media
@@ -393,6 +394,10 @@ def _wording(v: Violation) -> tuple[str, str | None]:
 class OpenAIService(Service):
     name = "openai"
     models = MODELS
+    #: Tokens a chat model takes, prompt and reply together (a test assigns its own mapping,
+    #: or lowers ``default_context_window``, to meet the 400 ``context_length_exceeded``).
+    context_windows: Mapping[str, int] = MappingProxyType({})
+    default_context_window = 128_000
     transcript_formats: Mapping[str, tuple[str, ...]] = MODEL_TRANSCRIPT_FORMATS
     routes: Sequence[Route] = (
         Route("POST", r"/v1/chat/completions", "chat", CHAT),
@@ -457,6 +462,13 @@ class OpenAIService(Service):
         tool = _chosen_tool(body)
         prompt = "\n".join(content_text(m.get("content")) for m in body["messages"])
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+        window = self.context_windows.get(body["model"], self.default_context_window)
+        asked = count_tokens(prompt) + (body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+        if asked > window:
+            return self.error(
+                400, f"This model's maximum context length is {window} tokens. However, you "
+                     f"requested {asked} tokens. Please reduce the length of the messages.",
+                "invalid_request_error", "context_length_exceeded", param="messages")
         choices = [_Choice.make(prompt, self.seed, i, limit, tool)
                    for i in range(body.get("n") or 1)]
         usage = _usage(count_tokens(prompt), sum(c.tokens for c in choices))

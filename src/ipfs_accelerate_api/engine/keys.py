@@ -216,6 +216,23 @@ class KeyPool:
                     break
         return best
 
+    def headroom(self) -> float:
+        """The share of its limits the best key has left now, 0..1 (1: no limits, or full),
+        as the buckets hold it: our own count, lowered by what the service's headers said.
+        0 when every key is cooling down or disabled."""
+        now = self._clock()
+        best = 0.0
+        with self._lock:
+            for k in self._keys:
+                if k.disabled is not None or k.cooldown_until > now:
+                    continue
+                share = 1.0
+                for bucket in (k.requests_bucket, k.tokens_bucket):
+                    if bucket is not None:
+                        share = min(share, max(0.0, bucket.available()) / bucket.capacity)
+                best = max(best, share)
+        return best
+
     def available(self) -> int:
         with self._lock:
             return sum(1 for k in self._keys if k.disabled is None)

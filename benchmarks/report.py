@@ -152,6 +152,13 @@ def render(groups) -> str:
         ("openai SDK retry loop under the quota: share of the quota",
          _info(groups, "pipeline: rate-limited goodput, 600 rpm",
                "openai SDK retry loop, 4 threads", "share_of_quota")),
+        ("Router over one deployment vs the bare backend (≤1.05× its time)",
+         ratio(groups, "router: chat, sequential", "Router (simple_shuffle)", "bare backend")),
+        ("Router, latency_based, vs the bare backend (≤1.05× its time)",
+         ratio(groups, "router: chat, sequential", "Router (latency_based)", "bare backend")),
+        ("LiteLLM Router.completion time / our Router (≥10×)",
+         ratio(groups, "router: chat, sequential", "litellm Router.completion",
+               "Router (simple_shuffle)")),
         ("import time: openai / ours", ratio(groups, "client: import time", "openai", "ipfs_accelerate_api")),
         ("import time: litellm / ours", ratio(groups, "client: import time", "litellm", "ipfs_accelerate_api")),
         ("queue put+get vs queue.PriorityQueue (≥10×)",
@@ -182,7 +189,7 @@ def render(groups) -> str:
     lines += ["", "| target | measured |", "|---|---|"]
     for name, value in t:
         shown = ("n/a" if value is None else f"{value:.1%}" if "share" in name
-                 else f"{value:.1f}×")
+                 else f"{value:.2f}×" if value < 10 else f"{value:.1f}×")
         lines.append(f"| {name} | {shown} |")
     for group in ("pipeline: rate-limited goodput, 600 rpm",):
         for impl, row in groups.get(group, {}).items():

@@ -88,6 +88,13 @@ class RouterRecord:
     fallbacks: int = 0
 
 
+def _headroom(d: _Deployment) -> float:
+    """The share of its limits a deployment has left (a key pool without the measure, such
+    as a shared one, counts as full)."""
+    measure = getattr(d.backend.engine.keys, "headroom", None)
+    return 1.0 if measure is None else float(measure())
+
+
 def _cost(value: Any, where: str) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -228,7 +235,7 @@ class Router:
         if s == "least_busy":
             return sorted(candidates, key=lambda d: (d.backend.engine.outstanding, d.order))
         if s == "usage_based":
-            return sorted(candidates, key=lambda d: (-d.backend.engine.keys.headroom(), d.order))
+            return sorted(candidates, key=lambda d: (-_headroom(d), d.order))
         if s == "latency_based":  # never sampled first, then the fastest per token
             return sorted(candidates, key=lambda d: (d.per_token is not None,
                                                      d.per_token or 0.0, d.order))

@@ -24,10 +24,12 @@ import random
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ._enums import Priority
+from .engine import new_request_id
+from .engine.tracking import RequestRecord
 from .errors import (
     APIConnectionError,
     CircuitOpenError,
@@ -72,20 +74,6 @@ class _Deployment:
 
     def price(self) -> float:
         return math.inf if self.cost is None else self.cost[0] + self.cost[1]
-
-
-@dataclass
-class RouterRecord:
-    """What the Router's ``on_request_end`` receives for every call."""
-
-    request_id: str | None
-    group: str
-    operation: str
-    ok: bool
-    error: str | None
-    latency: float
-    deployments_tried: list[str] = field(default_factory=list)
-    fallbacks: int = 0
 
 
 def _headroom(d: _Deployment) -> float:
@@ -142,7 +130,7 @@ class Router:
                  content_filter_fallbacks: Mapping[str, Sequence[str]] | None = None,
                  wait_for_recovery: float = 0.0, coordination: Any = None,
                  max_hops: int = MAX_HOPS, seed: int | None = None,
-                 on_request_end: Callable[[RouterRecord], Any] | None = None,
+                 on_request_end: Callable[[RequestRecord], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         from .backends import backend as make
@@ -357,9 +345,15 @@ class Router:
                 exc: BaseException | None, result: Any = None) -> None:
         if self._hook is None:
             return
-        record = RouterRecord(getattr(result, "request_id", None), group, operation,
-                              exc is None, None if exc is None else type(exc).__name__,
-                              self._clock() - start, list(tried), max(0, len(tried) - 1))
+        usage = getattr(result, "usage", None)
+        record = RequestRecord(
+            request_id=getattr(result, "request_id", None) or new_request_id(),
+            backend="router", operation=operation, ok=exc is None,
+            error=None if exc is None else type(exc).__name__, attempts=len(tried),
+            latency=self._clock() - start, queue_wait=0.0,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0, key=None,
+            model=group, deployments_tried=list(tried))
         try:
             self._hook(record)
         except Exception:  # a broken hook must not lose the call

@@ -135,7 +135,7 @@ def test_a_failed_deployment_falls_back_along_the_chain(make, emu) -> None:
     assert served(emu, "openai", "claude", "ollama") == {"openai": 1, "claude": 1, "ollama": 0}
     assert records[-1].deployments_tried == ["fast/openai/gpt-4o-mini#0",
                                              "backup/claude/claude-sonnet-4-5#1"]
-    assert records[-1].ok and records[-1].fallbacks == 1
+    assert records[-1].ok and records[-1].model == "fast" and records[-1].attempts == 2
     assert r.stats()["router"]["fallbacks"] == 1
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 __all__ = ["Histogram", "RequestRecord", "Tracker"]
@@ -65,6 +65,9 @@ class RequestRecord:
     completion_tokens: int
     key: str | None
     model: str | None = None
+    #: A Router's call: the deployments it went to, in order (the last one answered, if
+    #: ``ok``); empty for a backend's own request.
+    deployments_tried: list[str] = field(default_factory=list)
 
 
 def _usage_table(usage: dict[tuple[str | None, str | None], list[int]]) -> dict[str, Any]:

@@ -25,6 +25,8 @@ BACKENDS = {
     "ovms": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
     "openvino": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
     "opea": "ipfs_accelerate_api.backends.opea:OPEABackend",
+    "s3": "ipfs_accelerate_api.backends.s3:S3Backend",
+    "s3_kit": "ipfs_accelerate_api.backends.s3:S3Backend",
 }
 
 

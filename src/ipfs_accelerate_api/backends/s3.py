@@ -491,7 +491,7 @@ class S3Backend:
                 config = boto.Config(
                     region_name=s["region"],
                     s3={"addressing_style": "path" if s["url"] else "auto"},
-                    retries={"max_attempts": 1, "mode": "standard"},
+                    retries={"total_max_attempts": 1, "mode": "standard"},  # no retry: ours
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
                     connect_timeout=timeouts.connect, read_timeout=timeouts.read,

@@ -826,6 +826,9 @@ class S3Backend:
                                            backend=self.name)
                 return self._on(pinned, fetch, f"list {prefix!r}")  # type: ignore[no-any-return]
 
+            if tolerant and pinned is not None and pinned.breaker.state.name == "OPEN":
+                log.debug("s3 list: %s left the merged listing (circuit open)", pinned.url)
+                return
             try:
                 page = self._engine.call(operation, op_name="list", priority=priority)
             except (APIError, CircuitOpenError) as exc:

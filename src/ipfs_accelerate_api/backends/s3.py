@@ -96,6 +96,8 @@ MAX_SINGLE_COPY = 5 * 1024 * MiB
 #: Most keys one DeleteObjects request takes.
 DELETE_BATCH = 1000
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+#: How long a cancelled transfer is given to stop its threads.
+CANCEL_GRACE = 5.0
 SHA_META = "sha256"
 
 _ENV_KEYS = (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
@@ -673,11 +675,11 @@ class S3Backend:
             timeout = max(0.0, attempt.deadline - time.monotonic())
         try:
             if not watch.done.wait(timeout):
-                future.cancel()
                 raise APITimeoutError("s3: deadline passed during the transfer", backend="s3")
             return future.result()
         except BaseException:
             future.cancel()
+            watch.done.wait(CANCEL_GRACE)  # its threads stop writing before the file closes
             raise
 
     # -- running requests ---------------------------------------------------------------------

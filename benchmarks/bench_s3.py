@@ -35,7 +35,7 @@ from ipfs_accelerate_api.backends.s3 import DEFAULT_MULTIPART_CHUNKSIZE  # noqa:
 
 MiB = 1 << 20
 SIZE = (16 if QUICK else 256) * MiB
-ROUNDS = 1 if QUICK else 3
+ROUNDS = 1 if QUICK else 5
 MODEL_FILES = 40
 #: The model: two 8 MiB shards and 38 small files (configs, vocabularies, small tensors).
 MODEL_SIZES = [(2 if QUICK else 8) * MiB] * 2 + [(16 + 23 * i) * 1024 for i in range(MODEL_FILES - 2)]

@@ -1119,9 +1119,9 @@ class S3Backend:
         mkey = layout.manifest_key(name, version)
         doc, files = layout.parse_manifest(self.download_bytes(mkey, priority=priority), mkey)
         prefix = layout.model_prefix(name, version)
-        os.makedirs(os.fspath(dest_dir), exist_ok=True)
         root = os.path.realpath(os.fspath(dest_dir))
-        targets = [layout.safe_target(root, f.path, mkey) for f in files]
+        targets = [layout.safe_target(root, f.path, mkey) for f in files]  # all, before writing
+        os.makedirs(root, exist_ok=True)
         futures = []
         for f, target in zip(files, targets):
             if os.path.isfile(target) and os.path.getsize(target) == f.size \

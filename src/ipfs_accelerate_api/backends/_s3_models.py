@@ -155,10 +155,13 @@ def safe_target(root: str, path: str, key: str) -> str:
 
 
 def sha256_file(path: str) -> str:
+    """The file's SHA-256, read into one reused buffer (no copy per chunk)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK), b""):
-            h.update(chunk)
+    buf = bytearray(HASH_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 

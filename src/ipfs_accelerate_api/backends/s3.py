@@ -545,7 +545,7 @@ class S3Backend:
             status = int(meta.get("HTTPStatusCode") or 0) or None
             headers = {k: self._redact(str(v)) for k, v in (meta.get("HTTPHeaders") or {}).items()}
             message = self._redact(f"s3: {code or status}: {err.get('Message') or ''} ({where})")
-            kwargs = dict(status=status, request_id=meta.get("RequestId") or None,
+            kwargs: dict[str, Any] = dict(status=status, request_id=meta.get("RequestId") or None,
                           backend=self.name, code=code or None, headers=headers,
                           body={k: self._redact(str(v)) for k, v in err.items()})
             if code in _NOT_FOUND or status == 404:
@@ -632,9 +632,9 @@ class S3Backend:
         # An endpoint that answered (it lacks the object, or has a bad copy) beats one that
         # did not: the replicas are meant to be the same.
         for kind in (IntegrityError, NotFoundError):
-            for exc in failures:
-                if isinstance(exc, kind):
-                    raise exc
+            for failure in failures:
+                if isinstance(failure, kind):
+                    raise failure
         raise failures[-1]
 
     def _every(self, fn: Callable[[_Endpoint], Any], what: str) -> Any:
@@ -694,12 +694,13 @@ class S3Backend:
         return self._engine.call(self._plan(method, args, kwargs), op_name=method,
                                  priority=priority)
 
-    def submit(self, method: str, *args: Any, priority: int = Priority.NORMAL, **kwargs: Any) -> Future:
+    def submit(self, method: str, *args: Any, priority: int = Priority.NORMAL,
+               **kwargs: Any) -> Future[Any]:
         """Start ``method`` without waiting; the future holds its result or error. A model
         method runs in a thread of its own (its requests go through the engine as usual)."""
         check_priority(priority)
         if method in _COMPOSITE:
-            fut: Future = Future()
+            fut: Future[Any] = Future()
             target = getattr(self, method)
 
             def run() -> None:
@@ -718,7 +719,7 @@ class S3Backend:
     async def _arun(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.wrap_future(self.submit(method, *args, **kwargs))
 
-    def _gather(self, futures: builtins.list[Future]) -> builtins.list[Any]:
+    def _gather(self, futures: builtins.list[Future[Any]]) -> builtins.list[Any]:
         """Every future's result; the first error is raised once all have finished (so no
         transfer is still writing when the caller sees it)."""
         first: BaseException | None = None
@@ -1011,7 +1012,7 @@ class S3Backend:
                         actual=actual, backend=self.name)
             return data
 
-        return lambda attempt: self._read(fetch, f"download {key}")  # type: ignore[no-any-return]
+        return lambda attempt: self._read(fetch, f"download {key}")
 
     def _head(self, ep: _Endpoint, key: str) -> S3Object:
         h = ep.client.head_object(Bucket=self.bucket, Key=key)
@@ -1020,7 +1021,7 @@ class S3Backend:
 
     def _plan_head(self, key: str) -> Callable[[Attempt], S3Object]:
         layout.check_key(key)
-        return lambda attempt: self._read(lambda ep: self._head(ep, key), f"head {key}")  # type: ignore[no-any-return]
+        return lambda attempt: self._read(lambda ep: self._head(ep, key), f"head {key}")
 
     def _plan_exists(self, key: str) -> Callable[[Attempt], bool]:
         head = self._plan_head(key)
@@ -1202,10 +1203,9 @@ class S3Backend:
     async def alist(self, prefix: str = "", **kw: Any) -> AsyncIterator[S3Object]:
         """``async for obj in s3.alist(prefix)``: each page is read in a worker thread."""
         it = self.list(prefix, **kw)
-        done = object()
         while True:
-            obj = await asyncio.to_thread(next, it, done)
-            if obj is done:
+            obj = await asyncio.to_thread(next, it, None)
+            if obj is None:
                 return
             yield obj
 

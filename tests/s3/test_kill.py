@@ -66,7 +66,7 @@ def _temps(directory) -> list[str]:
 
 def test_killed_download_file_leaves_no_partial_destination(make, proxy, bucket, tmp_path) -> None:
     s3 = make()
-    data = os.urandom(20 * MiB)  # above the multipart threshold: parts in parallel
+    data = os.urandom(40 * MiB)  # above the multipart threshold: parts in parallel
     s3.upload_bytes(data, "big.bin")
     proxy.add(method="GET", chunk=256 * 1024, pause=0.02)
     dest = tmp_path / "big.bin"

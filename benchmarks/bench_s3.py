@@ -92,6 +92,8 @@ def big_file(tmp_path_factory):
     with open(path, "wb") as fh:
         for _ in range(SIZE // MiB):
             fh.write(os.urandom(MiB))
+        fh.flush()
+        os.fsync(fh.fileno())  # no write-back of it competes with whichever test runs first
     return str(path)
 
 

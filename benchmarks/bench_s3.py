@@ -9,6 +9,8 @@ run on the same server with plain boto3:
   the same files (``upload_file`` / ``download_file``, one after the other).
 
 Both clients use the same client settings (path-style addressing, checksums when required).
+In full mode each round of one side is preceded, untimed, by a round of the other, so both
+meet the same load (moto's memory churn, this machine's write-back) whatever the test order.
 
     python -m pytest benchmarks/bench_s3.py -p no:cacheprovider --benchmark-enable -o addopts=
 """
@@ -107,29 +109,37 @@ def model_dir(tmp_path_factory):
     return str(root)
 
 
-def _measure(benchmark, impl: str, run, setup=None, size: int = SIZE) -> None:
+def _clear(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _measure(benchmark, impl: str, runs: dict, clear: tuple[str, ...] = (),
+             size: int = SIZE) -> None:
+    """Time ``runs[impl]``. Before each round, untimed: the destinations cleared and (full
+    mode) the other side's run, so both sides meet the same alternating load on the server
+    and on this machine instead of whatever drifts from one test to the next."""
+    other = next(run for name, run in runs.items() if name != impl)
     times: list[float] = []
+
+    def setup() -> None:
+        if not QUICK:
+            other()
+        for path in clear:
+            _clear(path)
 
     def timed() -> None:
         t0 = time.perf_counter()
-        run()
+        runs[impl]()
         times.append(time.perf_counter() - t0)
 
     per_op(benchmark, 1)
     benchmark.extra_info["impl"] = impl
     benchmark.pedantic(timed, setup=setup, rounds=ROUNDS, iterations=1,
-                       warmup_rounds=0 if QUICK else 1)  # moto's first big object is slower
+                       warmup_rounds=0 if QUICK else 1)
     benchmark.extra_info["MiB_per_s"] = round(size / MiB / min(times[-ROUNDS:]), 1)
-
-
-def _fresh(path: str):
-    def setup() -> None:
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.remove(path)
-
-    return setup
 
 
 @pytest.fixture
@@ -139,42 +149,9 @@ def ours(server):
         yield s3
 
 
-@pytest.mark.benchmark(group="s3: upload_file")
-def test_upload_ours(benchmark, ours, big_file) -> None:
-    _measure(benchmark, OURS, lambda: ours.upload_file(big_file, "big-ours"))
-    if SIZE >= DEFAULT_MULTIPART_THRESHOLD:  # in parts
-        assert ours.head("big-ours").etag.endswith(f"-{-(-SIZE // DEFAULT_MULTIPART_CHUNKSIZE)}")
-
-
-@pytest.mark.benchmark(group="s3: upload_file")
-def test_upload_boto3(benchmark, server, big_file) -> None:
-    client = _plain(server)
-    _measure(benchmark, BOTO, lambda: client.upload_file(big_file, BUCKET, "big-boto3"))
-
-
-@pytest.mark.benchmark(group="s3: download_file")
-def test_download_ours(benchmark, ours, big_file, tmp_path) -> None:
-    ours.upload_file(big_file, "big-ours")
-    dest = str(tmp_path / "down.bin")
-    _measure(benchmark, OURS, lambda: ours.download_file("big-ours", dest), _fresh(dest))
-    assert os.path.getsize(dest) == SIZE
-
-
-@pytest.mark.benchmark(group="s3: download_file")
-def test_download_boto3(benchmark, server, big_file, tmp_path) -> None:
-    client = _plain(server)
-    client.upload_file(big_file, BUCKET, "big-boto3")
-    dest = str(tmp_path / "down.bin")
-    _measure(benchmark, BOTO, lambda: client.download_file(BUCKET, "big-boto3", dest),
-             _fresh(dest))
-    assert os.path.getsize(dest) == SIZE
-
-
-@pytest.mark.benchmark(group="s3: put_model 40 files")
-def test_put_model_ours(benchmark, ours, model_dir) -> None:
-    _measure(benchmark, OURS, lambda: ours.put_model(model_dir, "bench", "v1"),
-             size=sum(MODEL_SIZES))
-    assert ("bench", "v1") in ours.list_models()
+@pytest.fixture
+def plain(server):
+    return _plain(server)
 
 
 def _model_files(root: str) -> list[tuple[str, str]]:
@@ -186,40 +163,57 @@ def _model_files(root: str) -> list[tuple[str, str]]:
     return sorted(out)
 
 
+@pytest.mark.benchmark(group="s3: upload_file")
+@pytest.mark.parametrize("impl", [OURS, BOTO])
+def test_upload(benchmark, ours, plain, big_file, impl) -> None:
+    runs = {OURS: lambda: ours.upload_file(big_file, "big-ours"),
+            BOTO: lambda: plain.upload_file(big_file, BUCKET, "big-boto3")}
+    _measure(benchmark, impl, runs)
+    if impl == OURS and SIZE >= DEFAULT_MULTIPART_THRESHOLD:  # in parts
+        assert ours.head("big-ours").etag.endswith(f"-{-(-SIZE // DEFAULT_MULTIPART_CHUNKSIZE)}")
+
+
+@pytest.mark.benchmark(group="s3: download_file")
+@pytest.mark.parametrize("impl", [OURS, BOTO])
+def test_download(benchmark, ours, plain, big_file, tmp_path, impl) -> None:
+    ours.upload_file(big_file, "big-ours")
+    plain.upload_file(big_file, BUCKET, "big-boto3")
+    mine, theirs = str(tmp_path / "ours.bin"), str(tmp_path / "boto3.bin")
+    runs = {OURS: lambda: ours.download_file("big-ours", mine),
+            BOTO: lambda: plain.download_file(BUCKET, "big-boto3", theirs)}
+    _measure(benchmark, impl, runs, clear=(mine, theirs))
+    assert os.path.getsize(mine if impl == OURS else theirs) == SIZE
+
+
 @pytest.mark.benchmark(group="s3: put_model 40 files")
-def test_put_model_boto3_loop(benchmark, server, model_dir) -> None:
-    client = _plain(server)
+@pytest.mark.parametrize("impl", [OURS, LOOP])
+def test_put_model(benchmark, ours, plain, model_dir, impl) -> None:
     files = _model_files(model_dir)
 
-    def run() -> None:
+    def loop() -> None:
         for rel, full in files:
-            client.upload_file(full, BUCKET, f"loop/v1/{rel}")
+            plain.upload_file(full, BUCKET, f"loop/v1/{rel}")
 
-    _measure(benchmark, LOOP, run, size=sum(MODEL_SIZES))
-
-
-@pytest.mark.benchmark(group="s3: get_model 40 files")
-def test_get_model_ours(benchmark, ours, model_dir, tmp_path) -> None:
-    ours.put_model(model_dir, "bench", "v1")
-    dest = str(tmp_path / "model")
-    _measure(benchmark, OURS, lambda: ours.get_model("bench", "v1", dest), _fresh(dest),
-             size=sum(MODEL_SIZES))
-    assert len(_model_files(dest)) == MODEL_FILES
+    runs = {OURS: lambda: ours.put_model(model_dir, "bench", "v1"), LOOP: loop}
+    _measure(benchmark, impl, runs, size=sum(MODEL_SIZES))
+    assert ("bench", "v1") in ours.list_models()
 
 
 @pytest.mark.benchmark(group="s3: get_model 40 files")
-def test_get_model_boto3_loop(benchmark, server, model_dir, tmp_path) -> None:
-    client = _plain(server)
+@pytest.mark.parametrize("impl", [OURS, LOOP])
+def test_get_model(benchmark, ours, plain, model_dir, tmp_path, impl) -> None:
     files = _model_files(model_dir)
+    ours.put_model(model_dir, "bench", "v1")
     for rel, full in files:
-        client.upload_file(full, BUCKET, f"loop/v1/{rel}")
-    dest = str(tmp_path / "model")
+        plain.upload_file(full, BUCKET, f"loop/v1/{rel}")
+    mine, theirs = str(tmp_path / "ours"), str(tmp_path / "loop")
 
-    def run() -> None:
+    def loop() -> None:
         for rel, _ in files:
-            target = os.path.join(dest, rel)
+            target = os.path.join(theirs, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            client.download_file(BUCKET, f"loop/v1/{rel}", target)
+            plain.download_file(BUCKET, f"loop/v1/{rel}", target)
 
-    _measure(benchmark, LOOP, run, _fresh(dest), size=sum(MODEL_SIZES))
-    assert len(_model_files(dest)) == MODEL_FILES
+    runs = {OURS: lambda: ours.get_model("bench", "v1", mine), LOOP: loop}
+    _measure(benchmark, impl, runs, clear=(mine, theirs), size=sum(MODEL_SIZES))
+    assert len(_model_files(mine if impl == OURS else theirs)) == MODEL_FILES

@@ -182,6 +182,17 @@ def render(groups) -> str:
         ("top_k vs faiss IndexFlatIP (≥1×)",
          ratio(groups, "vecmath: top_k 1000 x 100k x 384 f32, k=10", "faiss IndexFlatIP", "c")),
     ]
+    s3_boto = "boto3 upload_file/download_file (default TransferConfig)"
+    t += [  # bench_s3: against moto's server, SHA-256 included on our side
+        ("s3 upload_file 256 MiB: boto3 time / ours (≥1×)",
+         ratio(groups, "s3: upload_file", s3_boto, "ipfs_accelerate_api")),
+        ("s3 download_file 256 MiB: boto3 time / ours (≥1×)",
+         ratio(groups, "s3: download_file", s3_boto, "ipfs_accelerate_api")),
+        ("s3 put_model 40 files: boto3 loop time / ours",
+         ratio(groups, "s3: put_model 40 files", "loop of plain boto3 calls", "ipfs_accelerate_api")),
+        ("s3 get_model 40 files: boto3 loop time / ours",
+         ratio(groups, "s3: get_model 40 files", "loop of plain boto3 calls", "ipfs_accelerate_api")),
+    ]
     g = groups.get("vecmath: top_k 1000 x 100k x 384 f32, k=10", {})
     if "c" in g and "numpy matmul+argpartition" in g and "peak_bytes" in g["c"]:
         t.append(("top_k peak memory: numpy / ours (≥10×)",

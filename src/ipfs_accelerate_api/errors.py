@@ -17,6 +17,7 @@ Everything this package raises on purpose derives from :class:`AcceleratorError`
         ├── APIConnectionError        the request did not get an answer
         │   └── APITimeoutError
         ├── ContentFilteredError      the service withheld the answer (``reason``)
+        ├── IntegrityError            stored bytes differ from their recorded SHA-256 (``key``)
         ├── ResponseFormatError       the answer could not be understood
         │   └── StreamInterrupted     a stream broke after it started (``partial_text``)
         │       └── StreamTimeoutError  (+ APITimeoutError) a stream bound fired
@@ -51,6 +52,7 @@ __all__ = [
     "ContentFilteredError",
     "ContextWindowExceededError",
     "InputError",
+    "IntegrityError",
     "NoDeploymentAvailable",
     "NotFoundError",
     "PermissionDeniedError",
@@ -192,6 +194,19 @@ class ContentFilteredError(APIError):
         self.reason = reason
         #: In a stream: the text that arrived before the verdict.
         self.partial_text = partial_text
+
+
+class IntegrityError(APIError):
+    """What came back is not what was stored: its SHA-256 differs from the one recorded at
+    upload (``expected``, ``actual``), none was recorded, or a model manifest is unsafe.
+    Not retried: the same object gives the same bytes."""
+
+    def __init__(self, message: str, *, key: str | None = None, expected: str | None = None,
+                 actual: str | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
 
 
 class ResponseFormatError(APIError):

@@ -26,6 +26,8 @@ BACKENDS = {
     "openvino": "ipfs_accelerate_api.backends.ovms:OVMSBackend",
     "opea": "ipfs_accelerate_api.backends.opea:OPEABackend",
     "llvm": "ipfs_accelerate_api.backends.llvm:LLVMBackend",
+    "s3": "ipfs_accelerate_api.backends.s3:S3Backend",
+    "s3_kit": "ipfs_accelerate_api.backends.s3:S3Backend",
 }
 
 

@@ -516,3 +516,23 @@ def test_usage_is_counted_per_model_and_key(make, emu) -> None:
     assert sum(v["prompt_tokens"] for v in usage["text-embedding-3-small"].values()) > 0
     ai2.chat(msg, model="gpt-4o-mini")
     assert seen[-1].model == "gpt-4o-mini"
+
+
+def test_without_keys_a_refusal_does_not_disable_the_only_slot(on_clock) -> None:
+    """A keyless server (or a proxy in front of it) answering 403 once: that request fails,
+    and the next one is sent, not refused with "every API key is disabled"."""
+    from ipfs_accelerate_api.errors import PermissionDeniedError
+
+    e = on_clock()  # no keys: one anonymous slot
+    answers = iter([PermissionDeniedError("proxy says no", status=403), "ok"])
+
+    def op(attempt):
+        a = next(answers)
+        if isinstance(a, Exception):
+            raise a
+        return a
+
+    with pytest.raises(PermissionDeniedError):
+        e.call(op)
+    assert e.call(op) == "ok"
+    assert e.stats()["keys"]["anonymous"]["disabled"] is None

@@ -560,7 +560,10 @@ class Engine:
             if exc.status == 429:
                 self._tracker.saw_429()
                 self._keys.cooldown(key, hint if hint is not None else self._backoff(call))
-            elif isinstance(exc, (AuthenticationError, PermissionDeniedError)):
+            elif isinstance(exc, (AuthenticationError, PermissionDeniedError)) \
+                    and getattr(key, "secret", None) is not None:
+                # a key the service refused; without keys (a keyless server, a proxy's 403)
+                # there is no key to blame, and the next request must not be refused for it
                 self._keys.disable(key, f"{exc.status} {exc.message[:120]}")
                 extra_try = self._keys.available() > 0  # another key may work
         retryable = extra_try or is_retryable(exc)

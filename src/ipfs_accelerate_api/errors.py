@@ -242,6 +242,7 @@ class ContextWindowExceededError(BadRequestError):
     ``INVALID_ARGUMENT``, TGI's input-length 422)."""
 
 
+
 class AuthenticationError(APIStatusError):
     """401."""
 
@@ -260,6 +261,9 @@ class ConflictError(APIStatusError):
 
 class UnprocessableEntityError(APIStatusError):
     """422."""
+
+class _UnprocessableContextWindow(ContextWindowExceededError, UnprocessableEntityError):
+    """A context-window refusal answered with 422 (TGI's): both classes catch it."""
 
 
 class RateLimitError(APIStatusError):

@@ -399,7 +399,7 @@ def test_529_is_retried(claude, emu) -> None:
     assert ai.chat(MSG, model=MODEL).text
     assert emu.stats("claude")["faults"] == {"503": 1, "500": 1}
     assert ai.stats()["retried"] == 2
-    emu.config("claude").faults = FaultPlan(script=[None] * 3 + ["503"] * 10)
+    emu.config("claude").faults = FaultPlan(script=["503"] * 10)
     with pytest.raises(ServerError) as info:
         claude(retry=RetryPolicy(max_retries=1, base_delay=0.001)).chat(MSG, model=MODEL)
     assert info.value.status == 529 and info.value.code == "overloaded_error"

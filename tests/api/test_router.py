@@ -100,21 +100,31 @@ def test_usage_based_never_sends_a_429_bound_request_while_another_has_room(make
     assert counts["openai"] >= 1 and counts["groq"] >= 9  # openai's second's worth: 2 at most
 
 
-def test_latency_based_prefers_the_fast_one_and_comes_back_when_it_recovers(make, emu) -> None:
-    emu.config("openai").latency = 0.08
-    r = make([make.dep("openai"), make.dep("groq")], strategy="latency_based")
-    for _ in range(10):
-        r.chat(MSG, model="g", max_tokens=8)
-    first = served(emu, "openai", "groq")
-    assert first["groq"] >= 7  # both sampled once, then mostly the fast one
-    emu.config("openai").latency = 0.0
-    emu.config("groq").latency = 0.08
+def test_latency_based_prefers_the_fast_one_and_comes_back_when_it_recovers(make, emu,
+                                                                           clock) -> None:
+    """Each deployment's time is what the test says (the Router reads a fake clock, moved on
+    by each request's end): no timing in the test."""
+    cost = {"openai": 0.8, "groq": 0.05}
+
+    def spent(service):
+        return {"on_request_end": lambda record: clock.advance(cost[service])}
+
+    r = make([make.dep("openai", options=spent("openai")), make.dep("groq", options=spent("groq"))],
+             strategy="latency_based", clock=clock)
     picks = []
-    for _ in range(25):
+
+    def call() -> str:
         before = served(emu, "openai")["openai"]
         r.chat(MSG, model="g", max_tokens=8)
-        picks.append("openai" if served(emu, "openai")["openai"] > before else "groq")
-    assert picks[-5:] == ["openai"] * 5  # old samples faded: the recovered one wins again
+        return "openai" if served(emu, "openai")["openai"] > before else "groq"
+
+    picks = [call() for _ in range(10)]
+    assert picks[:2] == ["openai", "groq"]  # each sampled once, in order
+    assert picks[2:].count("groq") >= 7  # then the fast one, but for a rare re-check
+    cost.update(openai=0.05, groq=0.8)  # they swap
+    picks = [call() for _ in range(30)]
+    assert picks.index("openai") < 20  # within a bounded number of calls it is tried again,
+    assert picks[-12:].count("openai") >= 10  # and wins again (but for a rare re-check)
 
 
 def test_cost_based_takes_the_cheapest(make, emu) -> None:

@@ -46,6 +46,7 @@ from ..errors import (
     ContentFilteredError,
     ContextWindowExceededError,
     ResponseFormatError,
+    _UnprocessableContextWindow,
     StreamInterrupted,
     StreamTimeoutError,
     UnsupportedOperation,
@@ -421,11 +422,10 @@ class Backend:
         the model takes is :class:`ContextWindowExceededError`, by
         :attr:`context_window_codes` and :attr:`context_window_phrases`)."""
         if status in (400, 413, 422) and (self.context_window_codes or self.context_window_phrases):
-            if code in self.context_window_codes:
-                return ContextWindowExceededError
             message = self._error_message(body)[0].lower()
-            if any(p in message for p in self.context_window_phrases):
-                return ContextWindowExceededError
+            if code in self.context_window_codes \
+                    or any(p in message for p in self.context_window_phrases):
+                return _UnprocessableContextWindow if status == 422 else ContextWindowExceededError
         return status_error_class(status)
 
     def _retry_hint(self, body: Any) -> float | None:

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigurationError
 
-__all__ = ["PRICES_ENV", "Price", "cost_table", "load_prices", "price_for"]
+__all__ = ["PRICES_ENV", "Price", "cost_table", "load_prices", "price_for", "priced_name"]
 
 #: The environment variable naming a JSON price file (layer 2 when no ``path`` is given).
 PRICES_ENV = "IPFS_ACCEL_PRICES"
@@ -104,14 +104,18 @@ def load_prices(path: str | os.PathLike[str] | None = None,
     return table
 
 
+def priced_name(model: str, prices: Mapping[str, Price]) -> str | None:
+    """The table entry that prices ``model``: its own, else its undated name's; None: none."""
+    if model in prices:
+        return model
+    undated = _DATE_SUFFIX.sub("", model)
+    return undated if undated != model and undated in prices else None
+
+
 def price_for(model: str, prices: Mapping[str, Price]) -> Price | None:
     """The price of ``model``: its own entry, else its undated name's; None: unpriced."""
-    price = prices.get(model)
-    if price is None:
-        undated = _DATE_SUFFIX.sub("", model)
-        if undated != model:
-            price = prices.get(undated)
-    return price
+    name = priced_name(model, prices)
+    return None if name is None else prices[name]
 
 
 def cost_table(usage: Mapping[str, Mapping[str, Mapping[str, Any]]],

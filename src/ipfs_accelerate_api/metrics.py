@@ -41,7 +41,8 @@ from .engine.tracking import Histogram, RequestRecord
 from .errors import ConfigurationError
 from .pricing import Price, cost_table, load_prices, priced_name
 
-__all__ = ["DEFAULT_BUCKETS", "METRICS", "Collector", "MetricsServer", "OTHER_MODEL", "serve"]
+__all__ = ["DEFAULT_BUCKETS", "METRICS", "OTHER_MODEL", "ROUTER_FIELDS", "Collector",
+           "MetricsServer", "serve"]
 
 log = logging.getLogger("ipfs_accelerate_api.metrics")
 
@@ -74,15 +75,14 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "cost_usd": ("counter", _USAGE, "Cost in USD of those tokens at the price table."),
     "unpriced_model": ("gauge", (*_BASE, "model"),
                        "1 for a model that used tokens and has no price (left out of cost)."),
-    "request_latency_seconds": ("histogram", _BASE,
-                                "Time from the first attempt to the answer, of succeeded "
-                                "requests (to the first chunk for a stream)."),
-    "queue_wait_seconds": ("histogram", _BASE,
-                           "Time from submission to the first attempt, of every finished "
-                           "request."),
-    "time_to_first_token_seconds": ("histogram", (*_BASE, "model"),
-                                    "Time from the first attempt to a stream's first chunk "
-                                    "(needs on_request_end=collector.observe)."),
+    "request_latency_seconds": ("histogram", _BASE, (
+        "Time from the first attempt to the answer, of succeeded requests (to the first chunk "
+        "for a stream).")),
+    "queue_wait_seconds": ("histogram", _BASE, (
+        "Time from submission to the first attempt, of every finished request.")),
+    "time_to_first_token_seconds": ("histogram", (*_BASE, "model"), (
+        "Time from the first attempt to a stream's first chunk (needs "
+        "on_request_end=collector.observe).")),
     "in_flight": ("gauge", _BASE, "Requests on the wire now (streams included)."),
     "waiting": ("gauge", _BASE, "Requests waiting to retry or for a key or rate budget."),
     "streams_open": ("gauge", _BASE, "Streams handed to callers and not finished."),
@@ -93,9 +93,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "queue_dequeued": ("counter", _BASE, "Requests taken from the queue."),
     "queue_rejected": ("counter", _BASE, "Requests refused by a full queue."),
     "queue_dropped": ("counter", _BASE, "Requests dropped for higher-priority ones."),
-    "breaker_state": ("gauge", (*_BASE, "state"),
-                      "The breaker's state as a number (0 closed, 1 open, 2 half_open) and "
-                      "as the state label."),
+    "breaker_state": ("gauge", (*_BASE, "state"), (
+        "The breaker's state as a number (0 closed, 1 open, 2 half_open) and as the state "
+        "label.")),
     "breaker_trips": ("counter", _BASE, "Times the breaker opened."),
     "breaker_failures": ("counter", _BASE, "Failures reported to the breaker."),
     "breaker_successes": ("counter", _BASE, "Successes reported to the breaker."),

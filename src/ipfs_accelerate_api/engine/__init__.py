@@ -597,8 +597,9 @@ class Engine:
             return
         delay = 0.0 if extra_try else (hint if hint is not None else self._backoff(call))
         if call.deadline is not None and self._clock() + delay >= call.deadline:
-            log.debug("%s %s %s: no time left before the deadline", self.name, call.op_name, call.id,
-                      extra=self._log_fields(call, "give_up", exc, key=key.label, delay=delay))
+            log.debug("%s %s %s: no time left before the deadline", self.name, call.op_name,
+                      call.id, extra=self._log_fields(call, "give_up", exc, key=key.label,
+                                                      delay=delay))
             self._finish(call, exc)
             return
         log.debug("%s %s %s: attempt %d on %s failed (%s); retry in %.3fs (%s)", self.name,

@@ -324,6 +324,9 @@ class Engine:
             keys, strategy=key_strategy, rpm=rpm, tpm=tpm, clock=clock)
         self._breaker = circuit if circuit is not None else CircuitBreaker(
             bp.failure_threshold, bp.recovery_timeout, bp.half_open_max_calls, bp.success_threshold)
+        add_listener = getattr(self._breaker, "add_listener", None)
+        if add_listener is not None:  # every transition is logged
+            add_listener(self._log_breaker)
         self._tracker = Tracker(name, on_request_end)
         self._scheduler = _Scheduler(self._requeue, self._expire, clock)
         self._ratelimit_parser = ratelimit_parser
@@ -446,7 +449,8 @@ class Engine:
         # An attempt in progress is bounded by the operation itself (the transport cuts it
         # at the deadline); a call between attempts or in the queue ends here.
         if not call.in_attempt and not call.future.done():
-            log.debug("%s %s %s: deadline passed while waiting", self.name, call.op_name, call.id)
+            log.debug("%s %s %s: deadline passed while waiting", self.name, call.op_name, call.id,
+                      extra=self._log_fields(call, "give_up", error="APITimeoutError"))
             self._finish(call, APITimeoutError(
                 f"{self.name}: deadline passed after {call.attempts} attempt(s) while waiting",
                 backend=self.name))
@@ -483,6 +487,8 @@ class Engine:
             key, wait = self._keys.acquire(call.est_tokens)
         except AuthenticationError as exc:
             exc.backend = self.name
+            log.debug("%s %s %s: giving up: every key is disabled", self.name, call.op_name,
+                      call.id, extra=self._log_fields(call, "give_up", exc))
             self._finish(call, exc)
             return
         if key is None:
@@ -498,6 +504,9 @@ class Engine:
         if not self._breaker.allow():
             self._keys.refund(key, call.est_tokens)
             ra = self._breaker.retry_after()
+            log.debug("%s %s %s: circuit open, failing fast (retry in %.3fs)", self.name,
+                      call.op_name, call.id, ra, extra=self._log_fields(
+                          call, "give_up", error="CircuitOpenError", delay=ra))
             self._finish(call, CircuitOpenError(
                 f"{self.name}: circuit open, retry in {ra:.1f}s", retry_after=ra, backend=self.name))
             return
@@ -559,11 +568,18 @@ class Engine:
         if isinstance(exc, APIStatusError):
             if exc.status == 429:
                 self._tracker.saw_429()
-                self._keys.cooldown(key, hint if hint is not None else self._backoff(call))
+                cool = hint if hint is not None else self._backoff(call)
+                log.debug("%s %s %s: key %s cools down for %.3fs after a 429", self.name,
+                          call.op_name, call.id, key.label, cool, extra=self._log_fields(
+                              call, "cooldown", exc, key=key.label, delay=cool))
+                self._keys.cooldown(key, cool)
             elif isinstance(exc, (AuthenticationError, PermissionDeniedError)) \
                     and getattr(key, "secret", None) is not None:
                 # a key the service refused; without keys (a keyless server, a proxy's 403)
                 # there is no key to blame, and the next request must not be refused for it
+                log.debug("%s %s %s: key %s disabled after a %d", self.name, call.op_name,
+                          call.id, key.label, exc.status, extra=self._log_fields(
+                              call, "key_disabled", exc, key=key.label))
                 self._keys.disable(key, f"{exc.status} {exc.message[:120]}")
                 extra_try = self._keys.available() > 0  # another key may work
         retryable = extra_try or is_retryable(exc)
@@ -572,24 +588,45 @@ class Engine:
             retryable = call.attempts <= limit
         if not retryable or call.attempts > self.retry.max_retries + (1 if extra_try else 0):
             log.debug("%s %s %s: giving up after %d attempt(s): %s", self.name, call.op_name,
-                      call.id, call.attempts, type(exc).__name__)
+                      call.id, call.attempts, type(exc).__name__,
+                      extra=self._log_fields(call, "give_up", exc, key=key.label))
             self._finish(call, exc)
             return
         if hint is not None and hint > self.retry.max_server_delay:
             log.debug("%s %s %s: server asks for %.1fs, more than max_server_delay",
-                      self.name, call.op_name, call.id, hint)
+                      self.name, call.op_name, call.id, hint,
+                      extra=self._log_fields(call, "give_up", exc, key=key.label, delay=hint))
             self._finish(call, exc)
             return
         delay = 0.0 if extra_try else (hint if hint is not None else self._backoff(call))
         if call.deadline is not None and self._clock() + delay >= call.deadline:
-            log.debug("%s %s %s: no time left before the deadline", self.name, call.op_name, call.id)
+            log.debug("%s %s %s: no time left before the deadline", self.name, call.op_name,
+                      call.id, extra=self._log_fields(call, "give_up", exc, key=key.label,
+                                                      delay=delay))
             self._finish(call, exc)
             return
         log.debug("%s %s %s: attempt %d on %s failed (%s); retry in %.3fs (%s)", self.name,
                   call.op_name, call.id, call.attempts, key.label, type(exc).__name__, delay,
-                  "server hint" if hint is not None else "backoff")
+                  "server hint" if hint is not None else "backoff",
+                  extra=self._log_fields(call, "retry", exc, key=key.label, delay=delay))
         self._tracker.retry()
         self._defer(call, delay)
+
+    # -- structured logs: ``extra=`` fields of every decision (labels only, never a key) ----
+    def _log_fields(self, call: _Call, event: str, exc: BaseException | None = None,
+                    **fields: Any) -> dict[str, Any]:
+        out = {"event": event, "request_id": call.id, "backend": self.name,
+               "operation": call.op_name, "key": call.last_key, "attempt": call.attempts,
+               "delay": None, "error": None if exc is None else type(exc).__name__,
+               "status": getattr(exc, "status", None)}
+        out.update(fields)
+        return out
+
+    def _log_breaker(self, old: Any, new: Any) -> None:
+        old, new = getattr(old, "name", str(old)), getattr(new, "name", str(new))
+        log.debug("%s: circuit breaker %s -> %s", self.name, old, new,
+                  extra={"event": "breaker", "backend": self.name, "old_state": old,
+                         "new_state": new})
 
     def _backoff(self, call: _Call) -> float:
         return self.retry.backoff(max(1, call.attempts), self._rand.random())

@@ -43,6 +43,15 @@ class Histogram:
                 return min(upper, self.max)
         return self.max
 
+    def buckets(self) -> list[tuple[float, int]]:
+        """``(upper bound in seconds, observations at or below it)`` for every bucket that
+        holds any, in ascending order: the cumulative form a Prometheus histogram needs."""
+        out, seen = [], 0
+        for b in sorted(self._counts):
+            seen += self._counts[b]
+            out.append((self._MIN * self._BASE ** b, seen))
+        return out
+
     def summary(self) -> dict[str, float | None]:
         return {"p50": self.percentile(50), "p90": self.percentile(90),
                 "p99": self.percentile(99), "max": self.max if self.count else None,
@@ -152,6 +161,8 @@ class Tracker:
                 "usage": _usage_table(self.usage),
                 "latency": self.latency.summary(),
                 "queue_wait": self.queue_wait.summary(),
+                "latency_buckets": self.latency.buckets(),
+                "queue_wait_buckets": self.queue_wait.buckets(),
                 "limiter_waits": self.limiter_waits,
                 "limiter_wait_seconds": self.limiter_wait_seconds,
             }

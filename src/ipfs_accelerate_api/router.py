@@ -83,6 +83,14 @@ def _headroom(d: _Deployment) -> float:
     return 1.0 if measure is None else float(measure())
 
 
+def _table_price(model: str) -> tuple[float, float] | None:
+    """The bundled table's price of ``model`` (cost_based, when a deployment names none)."""
+    from .pricing import load_prices, price_for
+
+    price = price_for(model, load_prices())
+    return None if price is None else (float(price["input"]), float(price["output"]))
+
+
 def _cost(value: Any, where: str) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -129,7 +137,7 @@ class Router:
                  context_window_fallbacks: Mapping[str, Sequence[str]] | None = None,
                  content_filter_fallbacks: Mapping[str, Sequence[str]] | None = None,
                  wait_for_recovery: float = 0.0, coordination: Any = None,
-                 max_hops: int = MAX_HOPS, seed: int | None = None,
+                 max_hops: int = MAX_HOPS, seed: int | None = None, name: str = "router",
                  on_request_end: Callable[[RequestRecord], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -145,6 +153,7 @@ class Router:
             raise ConfigurationError(f"max_hops must be an integer from 0 to {MAX_HOPS}")
         if not deployments:
             raise ConfigurationError("a Router needs at least one deployment")
+        self.name = name  # the ``router`` label of its metrics
         self.strategy = strategy
         self.wait_for_recovery = float(wait_for_recovery)
         self.max_hops = max_hops
@@ -197,6 +206,9 @@ class Router:
                 options[k] = spec[k]
         if coordination is not None:
             options.setdefault("coordination", coordination)
+        cost = _cost(spec.get("cost"), where)
+        if cost is not None and "prices" not in options:  # stats()["cost"] at this price
+            options["prices"] = {spec["model"]: {"input": cost[0], "output": cost[1]}}
         window = spec.get("context_window")
         if window is not None and (type(window) is not int or window <= 0):
             raise ConfigurationError(f"{where}: context_window must be a positive integer")
@@ -204,7 +216,7 @@ class Router:
         return _Deployment(
             id=str(spec.get("id") or f"{spec['group']}/{spec['backend']}/{spec['model']}#{i}"),
             group=spec["group"], backend_name=spec["backend"], model=spec["model"],
-            weight=float(weight), cost=_cost(spec.get("cost"), where), context_window=window,
+            weight=float(weight), cost=cost or _table_price(spec["model"]), context_window=window,
             backend=backend, order=i)
 
     # -- choosing ---------------------------------------------------------------------------

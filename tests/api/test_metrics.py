@@ -450,3 +450,33 @@ def test_breaker_transitions_key_disabling_and_giving_up_are_logged(make, emu, c
     assert gave_up[1].delay > 0
     for r in caplog.records:
         assert CANARY not in r.getMessage() and CANARY not in repr(vars(r))
+
+
+def test_a_real_router_and_its_costs(prom, emu) -> None:
+    """The Router itself (not a stand-in): its calls and fallbacks, each deployment's
+    series, and the deployment's own price in its cost."""
+    import ipfs_accelerate_api as ia
+
+    emu.config("openai").faults = FaultPlan(script=["500"])
+    deps = [{"group": "g", "backend": "openai", "model": "gpt-4o-mini", "id": "oa",
+             "options": {"base_url": emu.base_url("openai"), "api_key": "sk-metrics-oa",
+                         "retry": RetryPolicy(max_retries=0)},
+             "cost": {"input": 1.0, "output": 2.0}},
+            {"group": "g", "backend": "groq", "model": "llama-3.1-8b-instant", "id": "gq",
+             "options": {"base_url": emu.base_url("groq"), "api_key": "sk-metrics-gq"},
+             "cost": {"input": 3.0, "output": 5.0}}]
+    with ia.Router(deps, strategy="order") as router:
+        router.chat(MSG, model="g")  # openai's 500: groq answers
+        router.chat(MSG, model="g")  # openai again
+        stats = router.stats()
+        got = scrape(prom, router)
+        assert got.value("router_calls_total", router="router") == stats["router"]["calls"] == 2
+        assert got.value("router_fallbacks_total", router="router") == 1
+        assert got.value("requests_total", backend="groq", deployment="gq",
+                         outcome="succeeded") == 1
+        assert got.value("requests_total", deployment="oa", outcome="failed") == 1
+        usage = stats["deployments"]["gq"]["usage"]["llama-3.1-8b-instant"]["groq-key-1"]
+        want = (usage["prompt_tokens"] * 3.0 + usage["completion_tokens"] * 5.0) / 1e6
+        assert stats["deployments"]["gq"]["cost"]["total"] == pytest.approx(want)
+        assert got.value("cost_usd_total", backend="groq", deployment="gq",
+                         model="llama-3.1-8b-instant", key="groq-key-1") == pytest.approx(want)

@@ -312,7 +312,8 @@ class Backend:
     ``breaker`` (:class:`BreakerPolicy`), ``timeout`` (:class:`Timeouts`), ``batch_size``,
     ``batch_timeout``, ``on_request_end``, ``verify``, ``coordination`` (a ``redis://`` URL or
     a :class:`~ipfs_accelerate_api.coordination.Coordination`: limits, breaker and key state
-    shared by every process).
+    shared by every process), ``prices`` (``{model: {"input", "output"}}`` in USD per million
+    tokens, or a JSON file, over the bundled price table: ``stats()["cost"]``).
     """
 
     name = "base"
@@ -359,6 +360,7 @@ class Backend:
         verify: bool = True,
         headers: Mapping[str, str] | None = None,
         coordination: Any = None,
+        prices: Mapping[str, Any] | str | None = None,
     ) -> None:
         creds = resolve_credentials(self.name, self.env_prefix, api_key=api_key,
                                     api_keys=api_keys, required=self.requires_key)
@@ -397,6 +399,11 @@ class Backend:
             key_pool=self._shared and self._shared.key_pool,
             circuit=self._shared and self._shared.circuit,
         )
+        if prices is not None and not isinstance(prices, (MappingABC, str)):
+            raise ConfigurationError("prices must be a {model: {'input': ..., 'output': ...}} "
+                                     "mapping (USD per million tokens) or a JSON file's path")
+        self._prices_option = prices
+        self._prices: Any = None  # the table, read on the first stats()
         self._batch_size = min(batch_size, self.embed_max_items)
         self._batch_timeout = batch_timeout
         self._batchers: dict[Any, Batcher] = {}
@@ -875,8 +882,18 @@ class Backend:
 
     # -- lifecycle --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """A snapshot: requests, latency percentiles, errors by class, queue, breaker, keys."""
-        return self._engine.stats()
+        """A snapshot: requests, latency percentiles, errors by class, queue, breaker, keys,
+        usage per model and key, and its ``cost`` in USD (:mod:`ipfs_accelerate_api.pricing`:
+        the bundled table, ``IPFS_ACCEL_PRICES``, then the ``prices=`` option)."""
+        from ..pricing import cost_table, load_prices
+
+        snap = self._engine.stats()
+        if self._prices is None:
+            option = self._prices_option
+            self._prices = load_prices(option) if isinstance(option, str) \
+                else load_prices(overrides=option)
+        snap["cost"] = cost_table(snap["usage"], self._prices)
+        return snap
 
     def close(self) -> None:
         """Stop intake; fail what is still queued with ``ClientClosed``; release connections."""

@@ -83,3 +83,19 @@ def test_many_streams_never_exceed_the_limit(make, emu) -> None:
     assert len(set(texts)) == 1 and texts[0]
     assert max(seen_open) <= 3  # never passed
     assert ai.stats()["streams_open"] == 0
+
+
+def test_a_streams_usage_is_counted_when_it_ends(make) -> None:
+    """A stream's request is recorded at its first chunk; the usage its last chunk reports
+    is added to the totals (and so to the cost) when the stream ends."""
+    ai = make()
+    msg = [{"role": "user", "content": "count my tokens"}]
+    plain = ai.chat(msg, model="gpt-4o-mini").usage
+    before = ai.stats()
+    chunks = list(ai.stream_chat(msg, model="gpt-4o-mini"))
+    assert chunks[-1].usage is not None
+    after = ai.stats()
+    assert after["completion_tokens"] - before["completion_tokens"] == plain.completion_tokens
+    assert after["prompt_tokens"] - before["prompt_tokens"] == plain.prompt_tokens
+    row = after["usage"]["gpt-4o-mini"]["openai-key-1"]
+    assert row["completion_tokens"] == 2 * plain.completion_tokens and row["requests"] == 2

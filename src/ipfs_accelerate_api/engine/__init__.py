@@ -66,23 +66,32 @@ class OpResult:
 
 class _SlotStream:
     """A stream that gives its concurrency slot back exactly once: when it is exhausted,
-    raises, is closed, or is collected (also if it was never iterated)."""
+    raises, is closed, or is collected (also if it was never iterated). The last usage its
+    chunks carried (``chunk.usage``) is counted then: a stream's request was recorded at its
+    first chunk, before the service said what it used."""
 
-    __slots__ = ("_it", "_give")
+    __slots__ = ("_it", "_give", "_count", "_usage")
 
-    def __init__(self, it: Any, give: Callable[[], None]) -> None:
+    def __init__(self, it: Any, give: Callable[[], None],
+                 count: Callable[[int, int], None] | None = None) -> None:
         self._it = it
         self._give: Callable[[], None] | None = give
+        self._count = count
+        self._usage: Any = None
 
     def __iter__(self) -> "_SlotStream":
         return self
 
     def __next__(self) -> Any:
         try:
-            return next(self._it)
+            chunk = next(self._it)
         except BaseException:
             self._release()
             raise
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self._usage = usage
+        return chunk
 
     def close(self) -> None:
         try:
@@ -94,7 +103,14 @@ class _SlotStream:
 
     def _release(self) -> None:
         give, self._give = self._give, None
-        if give is not None:
+        if give is None:
+            return
+        try:
+            usage, count = self._usage, self._count
+            if usage is not None and count is not None:
+                count(int(getattr(usage, "prompt_tokens", 0) or 0),
+                      int(getattr(usage, "completion_tokens", 0) or 0))
+        finally:
             give()
 
     def __del__(self) -> None:
@@ -537,7 +553,9 @@ class Engine:
             if result.stream:  # the slot leaves with the stream
                 with self._streams_lock:
                     self._streams_open += 1
-                value = _SlotStream(value, self._stream_ended)
+                value = _SlotStream(value, self._stream_ended,
+                                    lambda p, c, call=call: self._tracker.add_usage(
+                                        call.model, call.last_key, p, c))
                 call.slot_handed = True
             self._finish(call, None, value, result.prompt_tokens, result.completion_tokens)
         else:

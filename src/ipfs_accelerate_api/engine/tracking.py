@@ -147,6 +147,18 @@ class Tracker:
             except Exception:  # a broken hook must not lose the request
                 pass
 
+    def add_usage(self, model: str | None, key: str | None, prompt_tokens: int,
+                  completion_tokens: int) -> None:
+        """Tokens a request reported after it was recorded (a stream's, at its end)."""
+        with self._lock:
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+            row = self.usage.get((model, key))
+            if row is None:
+                row = self.usage[(model, key)] = [0, 0, 0, 0]
+            row[2] += prompt_tokens
+            row[3] += completion_tokens
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {

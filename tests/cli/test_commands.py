@@ -445,3 +445,15 @@ def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path):
     proc.stderr.close()
     assert proc.wait(timeout=60) == 141
     assert stderr == b""
+
+
+def test_keys_shows_the_s3_access_key_never_its_secret(cli):
+    env = {"AWS_ACCESS_KEY_ID": "AKIACANARYACCESS7777", "AWS_SECRET_ACCESS_KEY": "CANARYsecret-s3-key-0000"}
+    r = cli("keys", "--backend", "s3", env=env)
+    assert r.rc == 0, r
+    assert "CANARYsecret" not in r.stdout + r.stderr and "CANARYACCESS" not in r.stdout
+    assert ("s3", "…7777", "AWS_ACCESS_KEY_ID") in {tuple(l.split(None, 2)) for l in r.stdout.splitlines()}
+    path = cli.write_credentials({"s3": {"access_key": "AKIACANARYFILE888888", "secret_key": "CANARYsecret-file"}})
+    r = cli("keys", "--backend", "s3_kit")
+    assert r.rc == 0 and "CANARYsecret" not in r.stdout + r.stderr
+    assert ("s3", "…8888", path) in {tuple(l.split(None, 2)) for l in r.stdout.splitlines()}

@@ -116,7 +116,8 @@ def test_an_unfinished_run_resumes_without_resending_finished_rows(tmp_path, emu
     emu.config("tei").faults = FaultPlan(script=[None] * 5 + ["500"])
     with pytest.raises(ServerError):
         embed_file(src, str(tmp_path / "out.npy"), backend="tei", base_url=tei_url,
-                   max_concurrency=1, retry=RetryPolicy(max_retries=0))
+                   max_concurrency=1, max_in_flight=1,
+                   retry=RetryPolicy(max_retries=0))
     assert (tmp_path / "out.npy.ckpt").exists() and not (tmp_path / "out.npy").exists()
     emu.config("tei").faults = FaultPlan()
     sent_before = embed_requests(emu)
@@ -137,7 +138,8 @@ def test_a_changed_input_or_option_is_refused(tmp_path, emu, tei_url, monkeypatc
     emu.config("tei").faults = FaultPlan(script=[None] * 3 + ["500"])
     with pytest.raises(ServerError):
         embed_file(str(src), str(tmp_path / "out.npy"), backend="tei", base_url=tei_url,
-                   max_concurrency=1, retry=RetryPolicy(max_retries=0))
+                   max_concurrency=1, max_in_flight=1,
+                   retry=RetryPolicy(max_retries=0))
     emu.config("tei").faults = FaultPlan()
     with pytest.raises(ResumeConflict, match="normalize"):
         embed_file(str(src), str(tmp_path / "out.npy"), backend="tei", base_url=tei_url,

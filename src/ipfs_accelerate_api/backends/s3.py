@@ -440,6 +440,23 @@ class S3Backend:
     """
 
     name = "s3"
+    requires_key = True
+
+    @classmethod
+    def configured_keys(cls, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+        """(access key id, where it came from) as the credentials chain would find them
+        without arguments (``ipfs-accel keys``): the environment's pairs, then the
+        credentials file's ``"s3"`` entry. Secret keys are never returned."""
+        env = os.environ if env is None else env
+        for access, secret, _ in _ENV_KEYS:
+            if env.get(access, "").strip() and env.get(secret, "").strip():
+                return [(env[access].strip(), access)]
+        found = _file_entry("s3", env)
+        if found is not None:
+            entry = _file_section(env)
+            if entry.get("access_key") and entry.get("secret_key"):
+                return [(str(entry["access_key"]), found[2])]
+        return []
 
     def __init__(
         self,

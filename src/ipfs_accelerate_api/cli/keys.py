@@ -51,6 +51,11 @@ def _prefixes(cls: type) -> tuple[str, ...]:
 def describe(name: str) -> dict[str, Any]:
     """One backend's configured keys, masked, each with its origin."""
     cls = backend_class(name)
+    own = getattr(cls, "configured_keys", None)
+    if own is not None:  # a backend with its own credentials chain (S3: access key pairs)
+        return {"backend": cls.name, "required": True,  # type: ignore[attr-defined]
+                "keys": [{"key": mask(k), "source": o} for k, o in own()],
+                "base_url": None, "env": ["AWS_ACCESS_KEY_ID", "S3_ACCESS_KEY"]}
     prefixes = _prefixes(cls)
     creds = resolve_credentials(cls.name, prefixes, required=False)  # type: ignore[attr-defined]
     origins = creds.origins

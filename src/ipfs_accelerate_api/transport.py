@@ -388,8 +388,9 @@ _PLAIN_TARGET = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{2})*")
 #: Header names http.client accepts.
 _HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*").fullmatch
 _USER_AGENT = f"python-urllib3/{urllib3.__version__}"
-#: The longest answer head (status line and headers, bytes) and the most header lines read.
-MAX_HEAD = 1 << 16
+#: The longest answer head (status line and headers, bytes; http.client takes up to 100 lines
+#: of 64 KiB) and the most header lines read (as http.client).
+MAX_HEAD = 1 << 20
 MAX_HEADERS = 100
 #: Interim (1xx) answers skipped before the final one, at most.
 MAX_INTERIM = 8
@@ -503,9 +504,8 @@ def _parse_head(lines: list[str]) -> tuple[int, bool, dict[str, list[str]]]:
     items: dict[str, list[str]] = {}
     last: list[str] | None = None
     for line in lines[1:]:
-        if line[-1:] == "\r":
-            line = line[:-1]
-        if line[:1] in (" ", "\t"):
+        first = line[:1]
+        if first == " " or first == "\t":
             if last is not None:
                 last[1] = f"{last[1]} {line.strip()}".strip()
             continue
@@ -514,7 +514,7 @@ def _parse_head(lines: list[str]) -> tuple[int, bool, dict[str, list[str]]]:
         if not sep or not name:
             last = None
             continue
-        value = value.strip()
+        value = value.strip()  # the line's CR too
         low = name.lower()
         item = items.get(low)
         if item is None:
@@ -537,7 +537,8 @@ class _Reader:
 
     def head(self) -> list[str]:
         """The next head's lines: up to its empty line (CRLF or a bare LF)."""
-        buf, scanned = self.buf, 0
+        buf: bytes | bytearray = self.buf
+        scanned = 0
         while True:
             end, skip = buf.find(b"\n\r\n", scanned), 3
             lf = buf.find(b"\n\n", scanned)
@@ -551,30 +552,37 @@ class _Reader:
             data = self._recv(_RECV)
             if not data:
                 if buf:
-                    raise IncompleteRead(buf)
+                    raise IncompleteRead(bytes(buf))
                 raise RemoteDisconnected("Remote end closed connection without response")
+            if type(buf) is bytes:
+                buf = bytearray(buf)  # a head in pieces: grown in place, not copied each time
             buf += data
         if end > MAX_HEAD:
             raise LineTooLong("answer head")
-        self.buf = buf[end + skip:]
+        self.buf = bytes(buf[end + skip:])
         return buf[:end].decode("latin-1").split("\n")
 
     def line(self) -> bytes:
         """One line of a chunked body (with its end), b"" at the end of the stream."""
-        buf, scanned = self.buf, 0
+        buf = self.buf
+        n = buf.find(b"\n")
+        if n >= 0:  # the usual case: it is here already
+            self.buf = buf[n + 1:]
+            return buf[:n + 1]
+        grown = bytearray(buf)
         while True:
-            n = buf.find(b"\n", scanned)
-            if n >= 0:
-                self.buf = buf[n + 1:]
-                return buf[:n + 1]
-            if len(buf) > MAX_HEAD:
+            if len(grown) > MAX_HEAD:
                 raise LineTooLong("chunk size or trailer")
-            scanned = len(buf)
             data = self._recv(_RECV)
             if not data:
                 self.buf = b""
-                return buf
-            buf += data
+                return bytes(grown)
+            n = data.find(b"\n")
+            if n >= 0:
+                grown += data[:n + 1]
+                self.buf = data[n + 1:]
+                return bytes(grown)
+            grown += data
 
     def exact(self, n: int) -> bytes:
         buf = self.buf
@@ -654,6 +662,8 @@ class _Reader:
 def _content_length(value: str) -> int | None:
     """As urllib3 reads it: one number, or the same one repeated; None (the body ends with
     the connection) when it is no number; a clash of numbers is an error."""
+    if value.isdigit() and value.isascii():
+        return int(value)
     values = {v.strip() for v in value.split(",")}
     if not all(v.isascii() and v.isdigit() for v in values):
         return None

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from typing import Any, Callable
 
 import pytest
@@ -28,9 +29,9 @@ CLOSE = object()
 
 class RawServer:
     """Reads each request (head and Content-Length body) and writes ``reply(request)``: bytes
-    written as they are, a list of them written then the connection closed, None: never
-    answered (the connection is held until the server stops), or :data:`CLOSE`: closed
-    without an answer. ``requests`` holds (connection number, request number on it, head,
+    written as they are, a list of them written then the connection closed, a tuple of them
+    written a few milliseconds apart (the connection kept), None: never answered (the
+    connection is held until the server stops), or :data:`CLOSE`: closed without an answer. ``requests`` holds (connection number, request number on it, head,
     body) of everything read."""
 
     def __init__(self, reply: Callable[["RawServer", tuple], Any] | None = None, *,
@@ -41,6 +42,7 @@ class RawServer:
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._stop = threading.Event()
         self._conns: list[socket.socket] = []
+        self.closed = threading.Semaphore(0)  # released once for every connection it closed
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self._sock.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -89,6 +91,11 @@ class RawServer:
                     for piece in answer:
                         conn.sendall(piece)
                     return
+                if isinstance(answer, tuple):
+                    for piece in answer:
+                        conn.sendall(piece)
+                        time.sleep(0.005)
+                    continue
                 conn.sendall(answer)
         except (OSError, ssl.SSLError):
             pass
@@ -97,6 +104,7 @@ class RawServer:
                 conn.close()
             except OSError:
                 pass
+            self.closed.release()
 
     def connections(self) -> list[int]:
         """The connection number of every request read, in order."""
@@ -237,6 +245,22 @@ def test_a_large_body_in_pieces(raw, transport) -> None:
     assert server.requests[0][3] == sent and server.connections() == [0, 0]
 
 
+def test_an_answer_in_pieces(raw, transport) -> None:
+    answer = (b"HTTP/1.1 200 OK\r", b"\nTransfer-Encoding: chunked\r\n", b"\r", b"\n5\r",
+              b"\nhel", b"lo\r\n", b"0", b"\r\nX-T: 1\r", b"\n\r\n")
+    server = raw(lambda s, req: answer)
+    for _ in range(2):
+        assert transport.request("GET", server.url + "/").data == b"hello"
+    assert server.connections() == [0, 0]
+
+
+def test_a_large_head_is_read(raw, transport) -> None:
+    big = b"b" * 200_000  # more than http.client's 64 KiB a line; within the 1 MiB a head
+    server = raw(lambda s, req: b"HTTP/1.1 200 OK\r\nX-Big: " + big + b"\r\n" + OK[17:])
+    r = transport.request("GET", server.url + "/")
+    assert r.data == b"ok" and len(r.headers["x-big"]) == len(big)
+
+
 def test_the_headers(raw, transport) -> None:
     server = raw(lambda s, r: b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nX-Fold: a\r\n  b\r\n"
                               b"no colon here\r\nRetry-After:  3 \r\nContent-Length: 0\r\n\r\n")
@@ -272,7 +296,7 @@ def test_headers_mapping_alone() -> None:
     [b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\nok"],
     [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"],
     [b"HTTP/1.1 100 Continue\r\n\r\n" * 20 + OK],
-    [b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"],
+    [b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 1_100_000 + b"\r\n\r\n"],
     [b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n"],
     [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Encoding: gzip\r\n\r\nnope"],
     [b"HTTP/1.1 200 OK\r\nContent"],
@@ -288,7 +312,7 @@ def test_a_hostile_answer_is_a_connection_error(raw, transport, answer) -> None:
 
 
 def test_garbage_without_end_is_bounded_by_the_head_limit(raw, transport) -> None:
-    server = raw(lambda s, req: [b"x" * 200_000])
+    server = raw(lambda s, req: [b"x" * 1_200_000])
     with pytest.raises(APIConnectionError):
         transport.request("GET", server.url + "/")
 
@@ -299,6 +323,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(raw, transport) -
     server = raw(lambda s, req: [OK])  # answers, then closes the connection without saying so
     for _ in range(3):
         assert transport.request("GET", server.url + "/").data == b"ok"
+        assert server.closed.acquire(timeout=10)  # closed while idle in the pool
     assert server.connections() == [0, 1, 2]
 
 

@@ -39,7 +39,7 @@ from urllib.parse import quote
 import numpy as np
 
 from .._enums import Priority
-from ..engine import OpResult
+from ..engine import OpResult, check_priority
 from ..engine.batching import BatchKind
 from ..errors import ResponseFormatError
 from ..transport import Response
@@ -199,6 +199,22 @@ def _from_binary(raw: bytes, datatype: str, count: int, where: str) -> np.ndarra
     return out
 
 
+def _output_head(out: Any, where: str) -> tuple[str, str, tuple[int, ...]]:
+    """An output's name, datatype and shape, checked: at once when all is well (the usual
+    case), field by field to say what is wrong otherwise."""
+    if type(out) is dict:
+        name, datatype, shape = out.get("name"), out.get("datatype"), out.get("shape")
+        if (type(name) is str and type(datatype) is str and datatype in DATATYPES
+                and type(shape) is list and all(type(d) is int and d >= 0 for d in shape)):
+            return name, datatype, tuple(shape)
+    out = as_dict(out, where)
+    name = as_str(field(out, "name", where), f"{where}.name")
+    datatype = as_str(field(out, "datatype", where), f"{where}.datatype")
+    if datatype not in DATATYPES:
+        raise ResponseFormatError(f"{where}.datatype {datatype!r:.40} is not a KServe datatype")
+    return name, datatype, _shape(field(out, "shape", where), f"{where}.shape")
+
+
 def decode_infer_response(data: bytes, header_length: str | None) -> dict[str, Any]:
     """A KServe v2 infer answer (JSON, or JSON followed by binary outputs) as
     ``{"model_name", "model_version", "id", "outputs": {name: ndarray}}``."""
@@ -219,15 +235,10 @@ def decode_infer_response(data: bytes, header_length: str | None) -> dict[str, A
     offset = 0
     for i, out in enumerate(as_list(field(body, "outputs", "response"), "outputs")):
         where = f"outputs[{i}]"
-        out = as_dict(out, where)
-        name = as_str(field(out, "name", where), f"{where}.name")
-        datatype = as_str(field(out, "datatype", where), f"{where}.datatype")
-        if datatype not in DATATYPES:
-            raise ResponseFormatError(f"{where}.datatype {datatype!r:.40} is not a KServe datatype")
-        shape = _shape(field(out, "shape", where), f"{where}.shape")
+        name, datatype, shape = _output_head(out, where)
         count = math.prod(shape)
-        params = as_dict(out.get("parameters") or {}, f"{where}.parameters")
-        size = params.get("binary_data_size")
+        params = out.get("parameters")
+        size = as_dict(params, f"{where}.parameters").get("binary_data_size") if params else None
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(rest):
                 raise ResponseFormatError(f"{where}.parameters.binary_data_size {size!r:.40} "
@@ -400,12 +411,29 @@ class OVMSBackend(OpenAIBackend):
               priority: int = Priority.NORMAL) -> dict[str, np.ndarray]:
         """Run ``model`` on ``inputs`` (a dict name -> array, or one array for a
         single-input model); the outputs, name -> array (only ``outputs`` if given)."""
-        return self._run("infer", model, inputs, outputs=outputs, version=version,
-                         binary_outputs=binary_outputs, priority=priority)
+        check_priority(priority)
+        arrays, plan, group = self._infer_call(model, inputs, outputs, version, binary_outputs)
+        if group is None:  # alone: in this thread when the engine is idle, no future needed
+            p = plan(arrays)
+            return self._engine.call(p.operation, op_name="infer",  # type: ignore[no-any-return]
+                                     priority=priority, est_tokens=p.est_tokens)
+        return self._batched("infer", group, arrays, plan, kind=TENSOR_ROWS,  # type: ignore[no-any-return]
+                             priority=priority, sync=True).result()
 
     def _submit_infer(self, model: str, inputs: Any, *, outputs: list[str] | None = None,
                       version: Any = None, binary_outputs: bool | None = None,
                       priority: int = Priority.NORMAL, sync: bool = False) -> Any:
+        arrays, plan, group = self._infer_call(model, inputs, outputs, version, binary_outputs)
+        if group is None:
+            return self._send_plan("infer", plan(arrays), priority, sync)
+        return self._batched("infer", group, arrays, plan, kind=TENSOR_ROWS, priority=priority,
+                             sync=sync)
+
+    def _infer_call(self, model: str, inputs: Any, outputs: list[str] | None, version: Any,
+                    binary_outputs: bool | None) -> tuple[dict[str, np.ndarray], Any, Any]:
+        """An ``infer`` call checked: its arrays by input name, the plan of a request for
+        them (or for a batch of calls), and what calls must share to be combined with it
+        (None: it is sent alone)."""
         check_model(model)
         if not isinstance(inputs, Mapping):
             names = self._input_names(model, version)
@@ -431,10 +459,7 @@ class OVMSBackend(OpenAIBackend):
         group = None
         if self._batch_timeout > 0:
             group = self._batch_group(model, version, arrays, outputs, binary_outputs)
-        if group is None:
-            return self._send_plan("infer", plan(arrays), priority, sync)
-        return self._batched("infer", group, arrays, plan, kind=TENSOR_ROWS, priority=priority,
-                             sync=sync)
+        return arrays, plan, group
 
     def _plan_infer(self, *, model: str, inputs: Mapping[str, Any], outputs: Any = None,
                     version: Any = None, binary_outputs: bool | None = None) -> Plan:

@@ -11,6 +11,11 @@ a time never trips them. Whole-exchange bounds (``Timeouts.total``, a request's 
 started on first use, that shuts the socket of an exchange whose time is up. The blocked read
 then fails at once and is reported as :class:`APITimeoutError`; the connection is discarded.
 Calls with no such bound never touch the watchdog.
+
+The fast path. The common exchange (not streamed, no form fields, a bytes body or none) is
+written in one send and its answer read by a small HTTP/1.x parser here, on the connections
+of the same urllib3 pools; streams, form fields, HEAD and requests urllib3 would write
+otherwise go through urllib3 (see :meth:`Transport._fast` and the section above it).
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from http.client import BadStatusLine, HTTPException, IncompleteRead, LineTooLong, RemoteDisconnected
+from http.client import (
+    BadStatusLine,
+    HTTPException,
+    IncompleteRead,
+    LineTooLong,
+    RemoteDisconnected,
+)
 from typing import Any, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
@@ -39,6 +50,8 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
     SSLError,
+)
+from urllib3.exceptions import (
     TimeoutError as Urllib3TimeoutError,
 )
 
@@ -387,7 +400,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _PLAIN_TARGET = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{2})*").fullmatch
 #: Header names http.client accepts.
 _HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*").fullmatch
-_USER_AGENT = f"python-urllib3/{urllib3.__version__}"
+_USER_AGENT = f"python-urllib3/{urllib3.__version__}"  # type: ignore[attr-defined]
 #: The longest answer head (status line and headers, bytes; http.client takes up to 100 lines
 #: of 64 KiB) and the most header lines read (as http.client).
 MAX_HEAD = 1 << 20
@@ -471,9 +484,11 @@ class _Headers(Mapping[str, str]):
         self._items = items  # lower-case name -> [name as sent, value]
 
     def __getitem__(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise KeyError(name)
         return self._items[name.lower()][1]
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         item = self._items.get(name.lower()) if isinstance(name, str) else None
         return default if item is None else item[1]
 
@@ -609,7 +624,7 @@ class _Reader:
             parts.append(data)
 
     def chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = self.line().split(b";", 1)[0].strip()
             if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
@@ -646,7 +661,8 @@ class _Reader:
             data = self.chunked()
         elif coding is not None and "chunked" in coding:
             raise HTTPException(f"unsupported Transfer-Encoding {te[1]!r:.40}")  # type: ignore[index]
-        elif coding is None and cl is not None and (length := _content_length(cl[1])) is not None:
+        elif cl is not None and (length := _content_length(cl[1])) is not None:
+            # (also under another transfer coding, e.g. the obsolete "identity", as http.client)
             data = self.exact(length)
         else:  # ends with the connection
             data = self.rest()

@@ -11,18 +11,33 @@ a time never trips them. Whole-exchange bounds (``Timeouts.total``, a request's 
 started on first use, that shuts the socket of an exchange whose time is up. The blocked read
 then fails at once and is reported as :class:`APITimeoutError`; the connection is discarded.
 Calls with no such bound never touch the watchdog.
+
+The fast path. The common exchange (not streamed, no form fields, a bytes body or none) is
+written in one send and its answer read by a small HTTP/1.x parser here, on the connections
+of the same urllib3 pools; streams, form fields, HEAD and requests urllib3 would write
+otherwise go through urllib3 (see :meth:`Transport._fast` and the section above it).
 """
 
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import json
+import re
 import socket
+import ssl
 import threading
 import time
 import weakref
 from dataclasses import dataclass
+from http.client import (
+    BadStatusLine,
+    HTTPException,
+    IncompleteRead,
+    LineTooLong,
+    RemoteDisconnected,
+)
 from typing import Any, Iterator, Mapping
 from urllib.parse import urljoin, urlsplit
 
@@ -32,6 +47,11 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     HTTPError,
     NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.exceptions import (
     TimeoutError as Urllib3TimeoutError,
 )
 
@@ -249,10 +269,13 @@ class _TLSConnection(_OneWriteMixin, HTTPSConnection):
 
 class _Pool(HTTPConnectionPool):
     ConnectionCls = _Connection
+    #: The ``Host`` header of the fast path (False: not worked out yet; None: it cannot be).
+    fast_host: Any = False
 
 
 class _TLSPool(HTTPSConnectionPool):
     ConnectionCls = _TLSConnection
+    fast_host: Any = False
 
 
 @dataclass
@@ -353,6 +376,339 @@ def _failure(what: str, exc: BaseException, watch: _Watch | None) -> APIConnecti
                 return APITimeoutError(f"{what} timed out: {reason}")
         return APITimeoutError(f"{what} timed out: {exc.__class__.__name__}")
     return APIConnectionError(f"{what} failed: {exc.__class__.__name__}: {_short(exc)}")
+
+
+# -- the fast path: the common exchange written and read here --------------------------------
+#
+# urllib3 hands every answer to http.client, which parses the headers with the email package:
+# on a fast server that is most of a small exchange's time. The common exchange (not
+# streamed, no form fields, a bytes body or none, an HTTP/1.x answer framed by Content-Length,
+# chunks or the connection's close) is therefore written and read here, on the connections of
+# the same urllib3 pools: urllib3 still opens them (TCP options, TLS, ``verify=``), checks that
+# one taken from the pool was not closed by the server while it sat there, and closes them
+# all on ``Transport.close``. A request this path cannot write exactly as urllib3 would (an
+# unusual method, target or header) goes the usual way; nothing of it has been sent then.
+# Errors are raised as urllib3 would raise them, so that ``_failure`` maps them alike.
+
+#: Methods the fast path sends (HEAD, whose answer has no body whatever it says, goes the
+#: usual way).
+_FAST_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Methods urllib3 sends ``Content-Length: 0`` for when they have no body.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Request targets urllib3 sends unchanged (it percent-encodes anything else).
+_PLAIN_TARGET = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-F]{2})*").fullmatch
+#: Header names http.client accepts.
+_HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*").fullmatch
+_USER_AGENT = f"python-urllib3/{urllib3.__version__}"  # type: ignore[attr-defined]
+#: The longest answer head (status line and headers, bytes; http.client takes up to 100 lines
+#: of 64 KiB) and the most header lines read (as http.client).
+MAX_HEAD = 1 << 20
+MAX_HEADERS = 100
+#: Interim (1xx) answers skipped before the final one, at most.
+MAX_INTERIM = 8
+_RECV = 1 << 16
+_BIG_RECV = 1 << 18
+
+_PLAIN, _UA, _AE, _REFUSE = range(4)
+#: Request header name -> how the fast path treats it (names repeat: decided once each).
+_header_kinds: dict[Any, int] = {}
+
+
+def _header_kind(name: Any) -> int:
+    kind = _header_kinds.get(name)
+    if kind is None:
+        if type(name) is not str or not name.isascii() or not _HEADER_NAME(name):
+            kind = _REFUSE  # urllib3 raises, or encodes it its own way
+        else:
+            low = name.lower()
+            kind = (_REFUSE if low in ("host", "content-length", "transfer-encoding")
+                    else _UA if low == "user-agent" else _AE if low == "accept-encoding"
+                    else _PLAIN)
+        if len(_header_kinds) < 1024:
+            _header_kinds[name] = kind
+    return kind
+
+
+def _host_header(pool: Any) -> str | None:
+    """The ``Host`` header http.client would send to ``pool``'s origin (None: not ASCII)."""
+    host = pool.host
+    if host[:1] == "[" and host[-1:] == "]":
+        host = host[1:-1]
+    host = host.rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"
+    port = pool.port
+    if port is not None and port != pool.ConnectionCls.default_port:
+        host = f"{host}:{port}"
+    return host if host.isascii() else None
+
+
+def _request_head(method: str, target: str, host: str, headers: Mapping[str, Any],
+                  length: int | None) -> bytes | None:
+    """The request line and headers as urllib3 writes them (``Host``, ``Accept-Encoding:
+    identity`` and ``User-Agent`` unless given, ``Content-Length``), or None when urllib3
+    would write them otherwise or refuse them (it then does)."""
+    if not _PLAIN_TARGET(target):
+        return None
+    parts = [method, " ", target, " HTTP/1.1\r\nHost: ", host, "\r\n"]
+    ua = ae = False
+    for name, value in headers.items():
+        kind = _header_kind(name)
+        if kind == _REFUSE or type(value) is not str or "\n" in value or "\r" in value:
+            return None
+        if kind != _PLAIN:
+            ua = ua or kind == _UA
+            ae = ae or kind == _AE
+        parts += (name, ": ", value, "\r\n")
+    if not ae:
+        parts.append("Accept-Encoding: identity\r\n")
+    if length is not None:
+        parts += ("Content-Length: ", str(length), "\r\n")
+    if not ua:
+        parts += ("User-Agent: ", _USER_AGENT, "\r\n")
+    parts.append("\r\n")
+    try:
+        return "".join(parts).encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
+class _Headers(Mapping[str, str]):
+    """An answer's headers: looked up case-insensitively, listed with the server's spelling.
+    A header sent more than once holds its values joined by ``", "`` (as urllib3's do)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: dict[str, list[str]]) -> None:
+        self._items = items  # lower-case name -> [name as sent, value]
+
+    def __getitem__(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise KeyError(name)
+        return self._items[name.lower()][1]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        item = self._items.get(name.lower()) if isinstance(name, str) else None
+        return default if item is None else item[1]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return (item[0] for item in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+
+def _parse_head(lines: list[str]) -> tuple[int, bool, dict[str, list[str]]]:
+    """(status, HTTP/1.0?, headers) of an answer head split into lines (latin-1 text). The
+    status line is checked as http.client checks it; header lines continued on the next line
+    (obsolete folding) are joined, lines without a colon ignored."""
+    status_line = lines[0]
+    parts = status_line.split(None, 2)
+    if (len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3
+            or not parts[1].isascii() or not parts[1].isdigit() or parts[1][0] == "0"):
+        raise BadStatusLine(status_line)
+    if len(lines) > MAX_HEADERS + 1:
+        raise HTTPException(f"got more than {MAX_HEADERS} headers")
+    items: dict[str, list[str]] = {}
+    last: list[str] | None = None
+    for line in lines[1:]:
+        first = line[:1]
+        if first == " " or first == "\t":
+            if last is not None:
+                last[1] = f"{last[1]} {line.strip()}".strip()
+            continue
+        name, sep, value = line.partition(":")
+        name = name.strip()
+        if not sep or not name:
+            last = None
+            continue
+        value = value.strip()  # the line's CR too
+        low = name.lower()
+        item = items.get(low)
+        if item is None:
+            items[low] = last = [name, value]
+        else:
+            item[1] = f"{item[1]}, {value}"
+            last = item
+    return int(parts[1]), parts[0] == "HTTP/1.0", items
+
+
+class _Reader:
+    """Reads one answer off a socket: its head, then its body as the head frames it."""
+
+    __slots__ = ("_recv", "buf", "in_body")
+
+    def __init__(self, sock: Any) -> None:
+        self._recv = sock.recv
+        self.buf = b""
+        self.in_body = False  # the head was read
+
+    def head(self) -> list[str]:
+        """The next head's lines: up to its empty line (CRLF or a bare LF)."""
+        buf: bytes | bytearray = self.buf
+        scanned = 0
+        while True:
+            end, skip = buf.find(b"\n\r\n", scanned), 3
+            lf = buf.find(b"\n\n", scanned)
+            if lf >= 0 and (end < 0 or lf < end):
+                end, skip = lf, 2
+            if end >= 0:
+                break
+            if len(buf) > MAX_HEAD:
+                raise LineTooLong("answer head")
+            scanned = max(0, len(buf) - 2)
+            data = self._recv(_RECV)
+            if not data:
+                if buf:
+                    raise IncompleteRead(bytes(buf))
+                raise RemoteDisconnected("Remote end closed connection without response")
+            if type(buf) is bytes:
+                buf = bytearray(buf)  # a head in pieces: grown in place, not copied each time
+            buf += data
+        if end > MAX_HEAD:
+            raise LineTooLong("answer head")
+        self.buf = bytes(buf[end + skip:])
+        return buf[:end].decode("latin-1").split("\n")
+
+    def line(self) -> bytes:
+        """One line of a chunked body (with its end), b"" at the end of the stream."""
+        buf = self.buf
+        n = buf.find(b"\n")
+        if n >= 0:  # the usual case: it is here already
+            self.buf = buf[n + 1:]
+            return buf[:n + 1]
+        grown = bytearray(buf)
+        while True:
+            if len(grown) > MAX_HEAD:
+                raise LineTooLong("chunk size or trailer")
+            data = self._recv(_RECV)
+            if not data:
+                self.buf = b""
+                return bytes(grown)
+            n = data.find(b"\n")
+            if n >= 0:
+                grown += data[:n + 1]
+                self.buf = data[n + 1:]
+                return bytes(grown)
+            grown += data
+
+    def exact(self, n: int) -> bytes:
+        buf = self.buf
+        if len(buf) >= n:
+            self.buf = buf[n:]
+            return buf[:n]
+        parts, got = [buf], len(buf)
+        self.buf = b""
+        while got < n:
+            data = self._recv(min(n - got, _BIG_RECV))
+            if not data:
+                raise IncompleteRead(b"".join(parts), n - got)
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def rest(self) -> bytes:
+        parts = [self.buf]
+        self.buf = b""
+        while True:
+            data = self._recv(_BIG_RECV)
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+    def chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            size = self.line().split(b";", 1)[0].strip()
+            if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
+                raise IncompleteRead(b"".join(parts))  # a cut or malformed chunk size
+            n = int(size, 16)
+            if n == 0:
+                break
+            parts.append(self.exact(n))
+            if self.line() not in (b"\r\n", b"\n"):
+                raise IncompleteRead(b"".join(parts))
+        while self.line() not in (b"\r\n", b"\n", b""):  # trailers
+            pass
+        return b"".join(parts)
+
+    def answer(self, method: str) -> tuple[int, _Headers, bytes, bool]:
+        """(status, headers, body, whether the connection may carry another request)."""
+        for _ in range(MAX_INTERIM + 1):
+            status, http10, items = _parse_head(self.head())
+            if status >= 200 or status == 101:
+                break
+        else:
+            raise HTTPException(f"more than {MAX_INTERIM} interim (1xx) answers")
+        if status == 101:
+            raise HTTPException("101 Switching Protocols to a request that asked for none")
+        conn = items.get("connection")
+        tokens = conn[1].lower() if conn else ""
+        keep = ("keep-alive" in tokens or "keep-alive" in items) if http10 else "close" not in tokens
+        self.in_body = True
+        te, cl = items.get("transfer-encoding"), items.get("content-length")
+        coding = te[1].strip().lower() if te is not None else None
+        if status in (204, 304) or method == "HEAD":
+            data = b""
+        elif coding == "chunked":
+            data = self.chunked()
+        elif coding is not None and "chunked" in coding:
+            raise HTTPException(f"unsupported Transfer-Encoding {te[1]!r:.40}")  # type: ignore[index]
+        elif cl is not None and (length := _content_length(cl[1])) is not None:
+            # (also under another transfer coding, e.g. the obsolete "identity", as http.client)
+            data = self.exact(length)
+        else:  # ends with the connection
+            data = self.rest()
+            keep = False
+        if self.buf:  # more than the answer: whatever it is, never read it as the next one
+            keep = False
+        enc = items.get("content-encoding")
+        if enc is not None and enc[1].strip().lower() not in ("", "identity"):
+            data = _decoded(data, enc[1])
+        return status, _Headers(items), data, keep
+
+
+def _content_length(value: str) -> int | None:
+    """As urllib3 reads it: one number, or the same one repeated; None (the body ends with
+    the connection) when it is no number; a clash of numbers is an error."""
+    if value.isdigit() and value.isascii():
+        return int(value)
+    values = {v.strip() for v in value.split(",")}
+    if not all(v.isascii() and v.isdigit() for v in values):
+        return None
+    if len(values) > 1 and len({int(v) for v in values}) > 1:
+        raise HTTPException(f"Content-Length {value!r:.40} holds different numbers")
+    return int(values.pop())
+
+
+def _decoded(data: bytes, encoding: str) -> bytes:
+    """A body with a ``Content-Encoding``, decoded by urllib3 as its own answers are."""
+    raw = urllib3.HTTPResponse(body=io.BytesIO(data), headers={"content-encoding": encoding},
+                               preload_content=False, decode_content=True)
+    return raw.read()
+
+
+def _as_urllib3(exc: Exception, reader: _Reader | None, pool: Any, target: str) -> Exception:
+    """``exc`` as urllib3 would have raised it (``_failure`` maps urllib3's errors)."""
+    if isinstance(exc, HTTPError):
+        return exc
+    if isinstance(exc, (TimeoutError, socket.timeout)) or (
+            isinstance(exc, ssl.SSLError) and "timed out" in str(exc)):
+        return ReadTimeoutError(pool, target, f"Read timed out. ({exc})")
+    if isinstance(exc, ssl.SSLError):
+        return SSLError(exc)
+    if isinstance(exc, (OSError, HTTPException)):
+        if reader is not None and reader.in_body:
+            return ProtocolError(f"Connection broken: {exc!r}", exc)
+        return ProtocolError("Connection aborted.", exc)
+    return exc
 
 
 class Transport:
@@ -474,7 +830,7 @@ class Transport:
     def _exchange(self, method: str, url: str, hdrs: dict[str, str], body: bytes | None,
                   fields: Any, stream: bool, timeout: urllib3.Timeout, watch: _Watch | None,
                   stream_end: float) -> Response:
-        origin = urlsplit(url)[:2]
+        first_url = url
         # A bounded exchange reads its body here, not in urlopen, so that its connection is
         # only given back to the pool once the watch is off it.
         preload = watch is None
@@ -482,7 +838,14 @@ class Transport:
             _current.watch = watch
             try:
                 pool, target = self._pool_for(url)
-                if fields is not None:
+                answer = None
+                if (fields is None and not stream and method in _FAST_METHODS
+                        and (body is None or type(body) is bytes)):
+                    answer = self._fast(pool, method, target, hdrs, body, timeout, watch)
+                if answer is not None:
+                    raw = None
+                    status, headers, data = answer
+                elif fields is not None:
                     raw = pool.request(
                         method, target, fields=fields, headers=hdrs, timeout=timeout,
                         retries=False, redirect=False, preload_content=preload,
@@ -498,20 +861,25 @@ class Transport:
                 raise _failure(method, exc, watch) from exc
             finally:
                 _current.watch = None
-            if raw.status in (301, 302, 303, 307, 308) and raw.headers.get("location"):
-                location = urljoin(url, raw.headers["location"])
-                try:
-                    raw.drain_conn()
-                finally:
-                    self._release(raw, watch, keep_watch=True)
+            if raw is not None:
+                status, headers = raw.status, raw.headers
+            if status in _REDIRECTS and headers.get("location"):
+                location = urljoin(url, headers["location"])
+                if raw is not None:  # the fast path gave its connection back already
+                    try:
+                        raw.drain_conn()
+                    finally:
+                        self._release(raw, watch, keep_watch=True)
                 if watch is not None and watch.fired:
                     raise _failure(method, OSError("cut"), watch)
-                if urlsplit(location)[:2] != origin:
+                if urlsplit(location)[:2] != urlsplit(first_url)[:2]:
                     hdrs = {k: v for k, v in hdrs.items() if k.lower() not in AUTH_HEADERS}
-                if raw.status == 303:
+                if status == 303:
                     method, body, fields = "GET", None, None
                 url = location
                 continue
+            if raw is None:
+                return Response(status, headers, data, url)
             if stream and raw.status < 400:
                 return Response(raw.status, raw.headers, b"", url, raw=raw, watch=watch,
                                 watchdog=self._watchdog, stream_total_end=stream_end)
@@ -528,6 +896,73 @@ class Transport:
                 self._release(raw, watch)
             return Response(raw.status, raw.headers, data or b"", url)
         raise APIConnectionError(f"too many redirects (more than {MAX_REDIRECTS})")
+
+    def _fast(self, pool: Any, method: str, target: str, hdrs: Mapping[str, Any],
+              body: bytes | None, timeout: urllib3.Timeout,
+              watch: _Watch | None) -> tuple[int, _Headers, bytes] | None:
+        """One exchange on the fast path (see above): (status, headers, body), its connection
+        back in the pool; None, with nothing sent, for a request to leave to urllib3.
+
+        As urllib3 does, the request goes out within the connect timeout and each read of the
+        answer waits at most the read timeout; the watch (when the exchange has a bound) holds
+        the socket from the first byte sent until the answer is read. As with urllib3
+        (``retries=False``) nothing is sent twice: a connection that fails is closed and the
+        failure raised, and the engine decides whether to try again."""
+        host = pool.fast_host
+        if host is False:
+            host = pool.fast_host = _host_header(pool)
+        if host is None:
+            return None
+        if body is not None:
+            length: int | None = len(body)
+        else:
+            length = 0 if method in _BODY_METHODS else None
+        head = _request_head(method, target, host, hdrs, length)
+        if head is None:
+            return None
+        big = body is not None and len(body) > ONE_WRITE_MAX
+        message = head if big or not body else head + body
+        connect, read = timeout.connect_timeout, timeout.read_timeout
+        tls = pool.scheme == "https"
+        conn = pool._get_conn()  # a pooled one the server closed while idle is opened afresh
+        reader = None
+        try:
+            reused = conn.sock is not None
+            conn.timeout = connect
+            if tls:
+                pool._validate_conn(conn)  # connects; warns when unverified, as urllib3 does
+            elif not reused:
+                conn.connect()
+            sock = conn.sock
+            if reused:
+                sock.settimeout(connect)
+            if watch is not None:
+                self._watchdog.attach(watch, sock)
+            reader = _Reader(sock)
+            try:
+                sock.sendall(message)
+                if big:
+                    sock.sendall(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server may have answered before it stopped reading: read it
+            if read != connect:
+                sock.settimeout(read)
+            status, headers, data, keep = reader.answer(method)
+            if watch is not None:
+                self._watchdog.detach(watch, ended=not (status in _REDIRECTS
+                                                        and headers.get("location")))
+                if watch.fired:  # cut as the answer ended: neither trusted nor reused
+                    raise OSError("cut")
+        except BaseException as exc:
+            conn.close()
+            pool._put_conn(None)
+            if isinstance(exc, Exception):
+                raise _as_urllib3(exc, reader, pool, target) from exc
+            raise
+        if not keep:
+            conn.close()
+        pool._put_conn(conn)
+        return status, headers, data
 
     def _release(self, raw: Any, watch: _Watch | None, keep_watch: bool = False) -> None:
         """Give ``raw``'s connection back to its pool, with the watch off it first (a cut

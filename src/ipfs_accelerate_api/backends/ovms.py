@@ -30,14 +30,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from .._enums import Priority
-from ..engine import OpResult
+from ..engine import OpResult, check_priority
 from ..engine.batching import BatchKind
 from ..errors import ResponseFormatError
 from ..transport import Response
@@ -63,16 +65,29 @@ DATATYPES: dict[str, np.dtype] = {
 
 def datatype_of(arr: np.ndarray) -> str:
     """The KServe datatype of a numpy array."""
-    kind = arr.dtype.kind
+    name = _DATATYPE_OF.get(arr.dtype)
+    if name is None:
+        name = _datatype(arr.dtype)
+        if len(_DATATYPE_OF) < 256:
+            _DATATYPE_OF[arr.dtype] = name
+    return name
+
+
+#: numpy dtype -> KServe datatype, as worked out once per dtype.
+_DATATYPE_OF: dict[np.dtype, str] = {}
+
+
+def _datatype(dtype: np.dtype) -> str:
+    kind = dtype.kind
     if kind == "b":
         return "BOOL"
     if kind in "iu":
-        return f"{'U' if kind == 'u' else ''}INT{arr.dtype.itemsize * 8}"
-    if kind == "f" and arr.dtype.itemsize in (2, 4, 8):
-        return f"FP{arr.dtype.itemsize * 8}"
+        return f"{'U' if kind == 'u' else ''}INT{dtype.itemsize * 8}"
+    if kind == "f" and dtype.itemsize in (2, 4, 8):
+        return f"FP{dtype.itemsize * 8}"
     if kind in "OSU":
         return "BYTES"
-    raise TypeError(f"no KServe datatype for numpy dtype {arr.dtype}")
+    raise TypeError(f"no KServe datatype for numpy dtype {dtype}")
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -119,28 +134,43 @@ def _flatten(value: Any, out: list[Any], depth: int = 0) -> None:
         out.append(value)
 
 
+_BOOL, _INT, _NUMBER = frozenset({bool}), frozenset({int}), frozenset({int, float})
+#: Tensors up to this many elements are checked for values beyond their type's range (a
+#: check that costs less than numpy's error-state switch); larger ones go under the switch.
+_SMALL = 64
+#: The largest finite FP16 / FP32 value: a JSON number beyond it becomes infinity.
+_FLOAT_MAX = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
+
+
 def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
-    flat: list[Any] = []
-    _flatten(as_list(data, where), flat)
+    flat = as_list(data, where)
+    kinds = set(map(type, flat))  # one pass in C: nested lists, and the element types
+    if list in kinds:
+        nested, flat = flat, []
+        _flatten(nested, flat)
+        kinds = set(map(type, flat))
     if len(flat) != count:
         raise ResponseFormatError(f"{where} has {len(flat)} elements, its shape says {count}")
     if datatype == "BYTES":
         return np.array([as_str(v, where).encode() for v in flat] or [], dtype=object)
     if datatype == "BOOL":
-        if not all(type(v) is bool for v in flat):
+        if not kinds <= _BOOL:
             raise ResponseFormatError(f"{where} should hold booleans")
         return np.array(flat, dtype=bool)
     dtype = DATATYPES[datatype]
     if dtype.kind in "iu":
-        if not all(type(v) is int for v in flat):
+        if not kinds <= _INT:
             raise ResponseFormatError(f"{where} should hold integers")
         info = np.iinfo(dtype)
         if flat and (min(flat) < info.min or max(flat) > info.max):
             raise ResponseFormatError(f"{where} holds a value out of range for {datatype}")
         return np.array(flat, dtype=dtype)
-    if not all(type(v) in (int, float) for v in flat):
+    if not kinds <= _NUMBER:
         raise ResponseFormatError(f"{where} should hold numbers")
-    with np.errstate(over="ignore"):
+    limit = _FLOAT_MAX.get(datatype)
+    if limit is None or (len(flat) <= _SMALL and all(-limit <= v <= limit for v in flat)):
+        return np.array(flat, dtype=dtype)  # nothing can overflow
+    with np.errstate(over="ignore"):  # beyond the type's range: infinity, without a warning
         return np.array(flat, dtype=dtype)
 
 
@@ -169,6 +199,22 @@ def _from_binary(raw: bytes, datatype: str, count: int, where: str) -> np.ndarra
     return out
 
 
+def _output_head(out: Any, where: str) -> tuple[str, str, tuple[int, ...]]:
+    """An output's name, datatype and shape, checked: at once when all is well (the usual
+    case), field by field to say what is wrong otherwise."""
+    if type(out) is dict:
+        name, datatype, shape = out.get("name"), out.get("datatype"), out.get("shape")
+        if (type(name) is str and type(datatype) is str and datatype in DATATYPES
+                and type(shape) is list and all(type(d) is int and d >= 0 for d in shape)):
+            return name, datatype, tuple(shape)
+    out = as_dict(out, where)
+    name = as_str(field(out, "name", where), f"{where}.name")
+    datatype = as_str(field(out, "datatype", where), f"{where}.datatype")
+    if datatype not in DATATYPES:
+        raise ResponseFormatError(f"{where}.datatype {datatype!r:.40} is not a KServe datatype")
+    return name, datatype, _shape(field(out, "shape", where), f"{where}.shape")
+
+
 def decode_infer_response(data: bytes, header_length: str | None) -> dict[str, Any]:
     """A KServe v2 infer answer (JSON, or JSON followed by binary outputs) as
     ``{"model_name", "model_version", "id", "outputs": {name: ndarray}}``."""
@@ -189,15 +235,10 @@ def decode_infer_response(data: bytes, header_length: str | None) -> dict[str, A
     offset = 0
     for i, out in enumerate(as_list(field(body, "outputs", "response"), "outputs")):
         where = f"outputs[{i}]"
-        out = as_dict(out, where)
-        name = as_str(field(out, "name", where), f"{where}.name")
-        datatype = as_str(field(out, "datatype", where), f"{where}.datatype")
-        if datatype not in DATATYPES:
-            raise ResponseFormatError(f"{where}.datatype {datatype!r:.40} is not a KServe datatype")
-        shape = _shape(field(out, "shape", where), f"{where}.shape")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        params = as_dict(out.get("parameters") or {}, f"{where}.parameters")
-        size = params.get("binary_data_size")
+        name, datatype, shape = _output_head(out, where)
+        count = math.prod(shape)
+        params = out.get("parameters")
+        size = as_dict(params, f"{where}.parameters").get("binary_data_size") if params else None
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(rest):
                 raise ResponseFormatError(f"{where}.parameters.binary_data_size {size!r:.40} "
@@ -216,8 +257,6 @@ def decode_infer_response(data: bytes, header_length: str | None) -> dict[str, A
 
 
 def _model_path(model: str, version: Any) -> str:
-    from urllib.parse import quote
-
     path = f"/v2/models/{quote(model, safe='')}"
     if version is not None:
         path += f"/versions/{quote(_version(version), safe='')}"
@@ -272,6 +311,10 @@ class OVMSBackend(OpenAIBackend):
     def __init__(self, *, base_url: str | None = None, **options: Any) -> None:
         super().__init__(base_url=base_url or os.environ.get(URL_ENV) or None, **options)
         self._metadata = OnceCache()  # (model, version) -> metadata
+        self._infer_paths: dict[Any, str] = {}
+        # (model, version) -> (metadata, input names, names of the inputs when calls may be
+        # combined, else None): what infer needs from the metadata, worked out once per read.
+        self._infer_facts: dict[Any, tuple[Any, list[str], frozenset[str] | None]] = {}
 
     # -- conventions ----------------------------------------------------------------------
     def _error_message(self, body: Any) -> tuple[str, str | None]:
@@ -327,20 +370,33 @@ class OVMSBackend(OpenAIBackend):
         return self._metadata.get((model, None if version is None else str(version)),  # type: ignore[no-any-return]
                                   lambda: self.model_metadata(model, version))
 
+    def _facts(self, model: str, version: Any) -> tuple[Any, list[str], frozenset[str] | None]:
+        """What ``infer`` needs from the model's metadata (see ``_infer_facts``); worked out
+        again only when the metadata is read again."""
+        meta = self._cached_metadata(model, version)
+        key = (model, None if version is None else str(version))
+        facts = self._infer_facts.get(key)
+        if facts is None or facts[0] is not meta:
+            inputs = meta.get("inputs", [])
+            outs = meta.get("outputs") or []
+            batchable = bool(outs) \
+                and all(t["shape"] and t["shape"][0] == -1 for t in outs) \
+                and all(t["shape"] and t["shape"][0] == -1 for t in inputs)
+            names = [t["name"] for t in inputs]
+            facts = (meta, names, frozenset(names) if batchable else None)
+            self._infer_facts[key] = facts
+        return facts
+
     def _input_names(self, model: str, version: Any) -> list[str]:
-        return [t["name"] for t in self._cached_metadata(model, version).get("inputs", [])]
+        return self._facts(model, version)[1]
 
     def _batch_group(self, model: str, version: Any, arrays: dict[str, np.ndarray],
                      outputs: Any, binary_outputs: Any) -> Any:
         """What calls must share to be combined with this one, or None when they may not:
-        the model does not declare a dynamic first dimension on every input and output, or
-        the arrays do not have one common number of rows."""
-        meta = self._cached_metadata(model, version)
-        declared = {t["name"]: t["shape"] for t in meta.get("inputs", [])}
-        outs = meta.get("outputs") or []
-        if set(declared) != set(arrays) or not outs \
-                or any(not t["shape"] or t["shape"][0] != -1 for t in outs) \
-                or any(not shape or shape[0] != -1 for shape in declared.values()):
+        the model does not declare a dynamic first dimension on every input and output, the
+        arrays are not exactly its inputs, or they do not have one common number of rows."""
+        batchable = self._facts(model, version)[2]
+        if batchable is None or batchable != arrays.keys():
             return None
         rows = {a.shape[0] if a.ndim else None for a in arrays.values()}
         if len(rows) != 1 or None in rows:
@@ -355,12 +411,29 @@ class OVMSBackend(OpenAIBackend):
               priority: int = Priority.NORMAL) -> dict[str, np.ndarray]:
         """Run ``model`` on ``inputs`` (a dict name -> array, or one array for a
         single-input model); the outputs, name -> array (only ``outputs`` if given)."""
-        return self._run("infer", model, inputs, outputs=outputs, version=version,
-                         binary_outputs=binary_outputs, priority=priority)
+        check_priority(priority)
+        arrays, plan, group = self._infer_call(model, inputs, outputs, version, binary_outputs)
+        if group is None:  # alone: in this thread when the engine is idle, no future needed
+            p = plan(arrays)
+            return self._engine.call(p.operation, op_name="infer",  # type: ignore[no-any-return]
+                                     priority=priority, est_tokens=p.est_tokens)
+        return self._batched("infer", group, arrays, plan, kind=TENSOR_ROWS,  # type: ignore[no-any-return]
+                             priority=priority, sync=True).result()
 
     def _submit_infer(self, model: str, inputs: Any, *, outputs: list[str] | None = None,
                       version: Any = None, binary_outputs: bool | None = None,
                       priority: int = Priority.NORMAL, sync: bool = False) -> Any:
+        arrays, plan, group = self._infer_call(model, inputs, outputs, version, binary_outputs)
+        if group is None:
+            return self._send_plan("infer", plan(arrays), priority, sync)
+        return self._batched("infer", group, arrays, plan, kind=TENSOR_ROWS, priority=priority,
+                             sync=sync)
+
+    def _infer_call(self, model: str, inputs: Any, outputs: list[str] | None, version: Any,
+                    binary_outputs: bool | None) -> tuple[dict[str, np.ndarray], Any, Any]:
+        """An ``infer`` call checked: its arrays by input name, the plan of a request for
+        them (or for a batch of calls), and what calls must share to be combined with it
+        (None: it is sent alone)."""
         check_model(model)
         if not isinstance(inputs, Mapping):
             names = self._input_names(model, version)
@@ -386,10 +459,7 @@ class OVMSBackend(OpenAIBackend):
         group = None
         if self._batch_timeout > 0:
             group = self._batch_group(model, version, arrays, outputs, binary_outputs)
-        if group is None:
-            return self._send_plan("infer", plan(arrays), priority, sync)
-        return self._batched("infer", group, arrays, plan, kind=TENSOR_ROWS, priority=priority,
-                             sync=sync)
+        return arrays, plan, group
 
     def _plan_infer(self, *, model: str, inputs: Mapping[str, Any], outputs: Any = None,
                     version: Any = None, binary_outputs: bool | None = None) -> Plan:
@@ -402,8 +472,10 @@ class OVMSBackend(OpenAIBackend):
             arr = value if isinstance(value, np.ndarray) else np.asarray(value)
             datatype = datatype_of(arr)
             t: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": datatype}
-            raw = _raw(arr, datatype)
-            if len(raw) > self.binary_threshold:
+            # Its size on the wire: a fixed-size type's is its bytes' (no need to build them).
+            raw = _raw(arr, datatype) if datatype == "BYTES" else None
+            if (len(raw) if raw is not None else arr.nbytes) > self.binary_threshold:
+                raw = raw if raw is not None else _raw(arr, datatype)
                 t["parameters"] = {"binary_data_size": len(raw)}
                 blobs.append(raw)
             else:
@@ -430,8 +502,18 @@ class OVMSBackend(OpenAIBackend):
             out = decode_infer_response(resp.data, resp.headers.get("inference-header-content-length"))
             return OpResult(out["outputs"], headers=resp.headers)
 
-        return Plan(self._http("POST", _model_path(model, version) + "/infer", parse,
+        return Plan(self._http("POST", self._infer_path(model, version), parse,
                                body=encoded, content_type=ctype, headers=extra))
+
+    def _infer_path(self, model: str, version: Any) -> str:
+        """``/v2/models/{model}[/versions/{version}]/infer``, quoted once per model."""
+        key = (model, version)
+        path = self._infer_paths.get(key) if type(version) in (str, int, type(None)) else None
+        if path is None:
+            path = _model_path(model, version) + "/infer"
+            if len(self._infer_paths) < 1024 and type(version) in (str, int, type(None)):
+                self._infer_paths[key] = path
+        return path
 
     # -- TensorFlow Serving REST ------------------------------------------------------------
     def predict(self, model: str, *, instances: Any = None, inputs: Any = None,

@@ -225,14 +225,13 @@ print(statistics.median(times))
 """
 
 
-@pytest.mark.benchmark(group="client: chat, sequential")
-def test_chat_litellm(benchmark, server):
-    """In a child process: litellm's import leaves threads, sockets and event loops behind
-    that would otherwise leak into this test session."""
+def litellm_child(benchmark, script: str, server: str, impl: str, n: int) -> None:
+    """Time ``script`` (it prints seconds per call) in a child process: litellm's import
+    leaves threads, sockets and event loops behind that would otherwise leak into this test
+    session. Skipped without litellm."""
     pytest.importorskip("litellm")
-    n = max(5, N_SEQ // 10)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no network fetch at import
-    cmd = [sys.executable, "-c", _LITELLM_SCRIPT, server, str(n), json.dumps(MESSAGES)]
+    cmd = [sys.executable, "-c", script, server, str(n), json.dumps(MESSAGES)]
 
     def run():
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -241,9 +240,14 @@ def test_chat_litellm(benchmark, server):
         return float(out.stdout.strip().splitlines()[-1])
 
     seconds = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info["impl"] = "litellm"
+    benchmark.extra_info["impl"] = impl
     benchmark.extra_info["seconds_per_op"] = seconds
     benchmark.extra_info["ops_per_call"] = 1
+
+
+@pytest.mark.benchmark(group="client: chat, sequential")
+def test_chat_litellm(benchmark, server):
+    litellm_child(benchmark, _LITELLM_SCRIPT, server, "litellm", max(5, N_SEQ // 10))
 
 
 # -- embeddings -----------------------------------------------------------------------------

@@ -9,13 +9,9 @@ litellm (``pip install litellm``).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 
 import pytest
-from bench_client import CHAT_JSON, MESSAGES, nginx
+from bench_client import CHAT_JSON, MESSAGES, litellm_child, nginx
 
 from conftest import QUICK, sequential
 
@@ -53,6 +49,41 @@ def test_router_one_deployment(benchmark, server, strategy):
                    lambda: router.chat(MESSAGES, model="chat"), N_SEQ)
 
 
+@pytest.mark.benchmark(group="router: overhead, interleaved")
+def test_router_overhead_interleaved(benchmark, server):
+    """Rounds of the bare backend and of the Router over it taken in turn, in one loop, so
+    the machine's noise falls on both alike; the ratio of their medians per call."""
+    import statistics
+    import time
+
+    from ipfs_accelerate_api import Router, backend
+
+    opts = {"base_url": server, "api_key": "sk-bench", "max_concurrency": 1}
+    rounds, per = (5, 20) if QUICK else (30, 50)
+    with backend("openai", **opts) as ai, Router([{"group": "chat", "backend": "openai",
+                                                   "model": "gpt-4o-mini",
+                                                   "options": opts}]) as router:
+        calls = {"bare": lambda: ai.chat(MESSAGES, model="gpt-4o-mini"),
+                 "router": lambda: router.chat(MESSAGES, model="chat")}
+        times: dict[str, list[float]] = {"bare": [], "router": []}
+
+        def run():
+            for i in range(rounds):
+                for name in (("bare", "router") if i % 2 else ("router", "bare")):
+                    t = time.perf_counter()
+                    for _ in range(per):
+                        calls[name]()
+                    times[name].append((time.perf_counter() - t) / per)
+
+        for c in calls.values():
+            c()
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    bare, routed = statistics.median(times["bare"]), statistics.median(times["router"])
+    benchmark.extra_info.update(impl="Router / bare backend", ops_per_call=rounds * per * 2,
+                                ratio=round(routed / bare, 4), bare_us=round(bare * 1e6, 1),
+                                router_us=round(routed * 1e6, 1))
+
+
 _LITELLM_SCRIPT = """
 import json, statistics, sys, time, warnings
 warnings.simplefilter("ignore")
@@ -75,19 +106,5 @@ print(statistics.median(times))
 
 @pytest.mark.benchmark(group=GROUP)
 def test_litellm_router(benchmark, server):
-    """In a child process (litellm's import leaves threads and event loops behind)."""
-    pytest.importorskip("litellm")
-    n = max(5, N_SEQ // 10)
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    cmd = [sys.executable, "-c", _LITELLM_SCRIPT, server, str(n), json.dumps(MESSAGES)]
-
-    def run():
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        if out.returncode != 0:
-            pytest.skip(f"litellm failed: {out.stderr[-300:]}")
-        return float(out.stdout.strip().splitlines()[-1])
-
-    seconds = benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info["impl"] = "litellm Router.completion"
-    benchmark.extra_info["seconds_per_op"] = seconds
-    benchmark.extra_info["ops_per_call"] = 1
+    litellm_child(benchmark, _LITELLM_SCRIPT, server, "litellm Router.completion",
+                  max(5, N_SEQ // 10))

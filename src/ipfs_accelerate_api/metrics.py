@@ -23,10 +23,10 @@ Histograms: the engine keeps log-spaced buckets 5% wide; they are folded into th
 below its bound. ``_count`` and ``_sum`` are exact (``_sum`` up to float rounding).
 
 Time to first token: a stream operation's first chunk is read inside the engine, so its
-recorded latency is the time from sending to the first chunk. ``stats()`` does not keep
-latency per operation, so pass :meth:`Collector.observe` as the backend's
-``on_request_end=`` to get ``ipfs_accel_time_to_first_token_seconds`` (stream operations
-only; without it the family stays empty).
+recorded latency is the time from sending to the first chunk; ``stats()`` keeps those in
+``time_to_first_token``, exported with ``model="-"``. Pass :meth:`Collector.observe` as a
+backend's ``on_request_end=`` to have them per model instead (that backend's ``"-"`` series
+is then left out, so nothing is counted twice).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "queue_wait_seconds": ("histogram", _BASE, (
         "Time from submission to the first attempt, of every finished request.")),
     "time_to_first_token_seconds": ("histogram", (*_BASE, "model"), (
-        "Time from the first attempt to a stream's first chunk (needs "
-        "on_request_end=collector.observe).")),
+        "Time from the first attempt to a stream's first chunk (per model with "
+        "on_request_end=collector.observe, else model=\"-\").")),
     "in_flight": ("gauge", _BASE, "Requests on the wire now (streams included)."),
     "waiting": ("gauge", _BASE, "Requests waiting to retry or for a key or rate budget."),
     "streams_open": ("gauge", _BASE, "Streams handed to callers and not finished."),
@@ -168,6 +168,8 @@ class _Scrape:
                 self.families[name] = kinds[kind](f"{PREFIX}_{name}", doc, labels=labels)
         self._counter = core.CounterMetricFamily
         self.seen: set[tuple[str, str]] = set()
+        #: (backend, deployment), stats()'s time-to-first-token summary and buckets
+        self.ttft: list[tuple[tuple[str, str], Any, Any]] = []
 
     def add(self, name: str, labels: Sequence[str], value: float) -> None:
         self.families[name].add_metric(list(labels), value)
@@ -269,6 +271,12 @@ class Collector:
                               "", stats)
         with self._lock:
             ttft = [(k, h.buckets(), h.count, h.total) for k, h in self._ttft.items()]
+        observed = {k[:2] for k, *_ in ttft}
+        for (backend, deployment), summ, pairs in scrape.ttft:
+            if (backend, deployment) not in observed:  # per model through observe, else here
+                count = int(_num(summ.get("count")))
+                ttft.append(((backend, deployment, "-"), pairs, count,
+                             _num(summ.get("mean")) * count))
         for labels, pairs, count, total in ttft:
             scrape.families["time_to_first_token_seconds"].add_metric(
                 list(labels), _fold(pairs, count, self._bounds), total)
@@ -320,6 +328,9 @@ class Collector:
             total = _num(summ.get("mean")) * count
             scrape.families[name].add_metric(list(base), _fold(s.get(pairs), count, self._bounds),
                                              total)
+        if s.get("time_to_first_token"):
+            scrape.ttft.append((base, s["time_to_first_token"],
+                                s.get("time_to_first_token_buckets")))
         add("in_flight", base, _num(s.get("in_flight")))
         add("waiting", base, _num(s.get("waiting")))
         add("streams_open", base, _num(s.get("streams_open")))

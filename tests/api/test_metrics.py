@@ -303,6 +303,20 @@ def test_time_to_first_token_through_the_hook(prom, make) -> None:
     assert got.value("time_to_first_token_seconds_bucket", model="gpt-4o-mini", le="+Inf") == 2
     assert got.value("time_to_first_token_seconds_sum", model="gpt-4o-mini") > 0
     assert got.value("request_latency_seconds_count") == 3
+    assert got.matching("time_to_first_token_seconds_count", model="-") == {}  # not twice
+
+
+def test_time_to_first_token_without_the_hook(prom, make) -> None:
+    """Without ``observe`` the engine's own record of stream starts is exported (model "-"),
+    equal to stats()["time_to_first_token"]."""
+    ai = make()
+    for _ in range(3):
+        list(ai.stream_chat(MSG, model="gpt-4o-mini"))
+    ai.chat(MSG, model="gpt-4o-mini")
+    got = scrape(prom, ai)
+    assert ai.stats()["time_to_first_token"]["count"] == 3
+    assert got.value("time_to_first_token_seconds_count", model="-") == 3
+    assert got.value("time_to_first_token_seconds_bucket", model="-", le="+Inf") == 3
 
 
 def test_histogram_buckets_fold_into_the_bounds(prom) -> None:

@@ -102,6 +102,8 @@ class Tracker:
         self.usage: dict[tuple[str | None, str | None], list[int]] = {}
         self.latency = Histogram()
         self.queue_wait = Histogram()
+        #: a stream's request ends at its first chunk: its latency is the time to it
+        self.ttft = Histogram()
         self.limiter_waits = 0
         self.limiter_wait_seconds = 0.0
 
@@ -129,6 +131,8 @@ class Tracker:
             if record.ok:
                 self.succeeded += 1
                 self.latency.add(record.latency)
+                if record.operation.startswith("stream"):
+                    self.ttft.add(record.latency)
             else:
                 self.failed += 1
                 self.errors[record.error or "Unknown"] += 1
@@ -175,6 +179,8 @@ class Tracker:
                 "queue_wait": self.queue_wait.summary(),
                 "latency_buckets": self.latency.buckets(),
                 "queue_wait_buckets": self.queue_wait.buckets(),
+                "time_to_first_token": self.ttft.summary(),
+                "time_to_first_token_buckets": self.ttft.buckets(),
                 "limiter_waits": self.limiter_waits,
                 "limiter_wait_seconds": self.limiter_wait_seconds,
             }

@@ -185,3 +185,15 @@ def test_embed_iter_refuses_a_non_string(emu, tei_url) -> None:
     with pytest.raises(TypeError, match="item 1"):
         list(embed_iter(["a", 3], backend="tei", base_url=tei_url))
     assert embed_requests(emu) == 0
+
+
+def test_progress_counts_rows_retries_and_429s(tmp_path, emu, tei_url) -> None:
+    src = write_text(tmp_path / "in.txt", TEXTS)
+    emu.config("tei").faults = FaultPlan(script=[None, "503", "429"])  # /info, then two embeds
+    seen: list[dict] = []
+    summary, _, _ = run(tmp_path, src, tei_url, progress=seen.append, max_concurrency=1)
+    assert [c["rows"] for c in seen] == sorted(c["rows"] for c in seen)
+    last = seen[-1]
+    assert last["rows"] == len(TEXTS) and last["rows_read"] == len(TEXTS)
+    assert last["retries"] == summary.retries == 2 and last["rate_limited"] == 1
+    assert last["bytes_read"] == (tmp_path / "in.txt").stat().st_size

@@ -100,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         ai.close()
     data = summary.as_dict()
-    data.pop("extra", None)
     if parquet and not summary.interrupted:
         from ..pipelines.parquet import write_parquet
 

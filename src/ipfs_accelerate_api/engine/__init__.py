@@ -727,6 +727,11 @@ class Engine:
         return wait
 
     @property
+    def retried(self) -> int:
+        """Retries so far (a cheap counter, as :attr:`rate_limited`)."""
+        return self._tracker.retried
+
+    @property
     def rate_limited(self) -> int:
         """429 answers seen so far (retried or not): a cheap signal for callers that adapt
         how much they send, such as the embedding pipeline."""

@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -63,7 +63,6 @@ class EmbedSummary:
     breaker_trips: int = 0
     output: str | None = None
     interrupted: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -363,12 +362,14 @@ class _FileRun:
         self.last_commit = now or time.monotonic()
 
     def _counters(self) -> dict[str, Any]:
-        stats = self.ai.stats()
+        """For the progress callback, after every finished batch: the engine's two plain
+        counters, not a whole ``stats()`` (percentiles, keys, cost) each time."""
+        engine = self.ai.engine
         return {"rows": self.summary.resumed_rows + self.summary.embedded,
                 "embedded": self.summary.embedded, "rows_read": self.rows_read,
                 "bytes_read": self.reader[0].size if self.reader else 0,
-                "retries": stats.get("retried", 0) - self.base["retried"],
-                "rate_limited": stats.get("rate_limited", 0) - self.base["rate_limited"]}
+                "retries": engine.retried - self.base["retried"],
+                "rate_limited": engine.rate_limited - self.base["rate_limited"]}
 
     # -- the run -----------------------------------------------------------------------------
     def run(self) -> EmbedSummary:
